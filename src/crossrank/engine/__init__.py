@@ -1,0 +1,1 @@
+"""From text to scores: checkpoint resolution, pair encoding, length-aware batching."""

@@ -1,0 +1,201 @@
+"""BERT encoder and cross-encoder (``BertForSequenceClassification`` checkpoints).
+
+Parameter names follow the Hugging Face layout (``embeddings.word_embeddings``,
+``encoder.layer.N.attention.self.query``, ...) so that checkpoints load, and are saved,
+without a renaming table. JinaBERT and XLM-RoBERTa reuse these modules and change only
+what differs: the embeddings, the feed-forward block and the head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from crossrank.models.attention import alibi_slopes, attention, padding_bias
+
+ACTIVATIONS = {
+    "gelu": F.gelu,
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+}
+
+
+@dataclass
+class BertConfig:
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    pad_token_id: int = 0
+    num_labels: int = 1
+
+    @classmethod
+    def from_dict(cls, config: dict[str, Any]) -> BertConfig:
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in config.items() if k in names}
+        if "num_labels" not in config and "id2label" in config:
+            values["num_labels"] = len(config["id2label"])
+        return cls(**values)
+
+    @property
+    def max_tokens(self) -> int:
+        """Longest input the position scheme allows."""
+        return self.max_position_embeddings
+
+
+class BertEmbeddings(nn.Module):
+    """word + learned absolute position + token type, then LayerNorm."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids, token_type_ids, attention_mask):
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        x = (
+            self.word_embeddings(input_ids)
+            + self.position_embeddings(positions)[None]
+            + self.token_type_embeddings(token_type_ids)
+        )
+        return self.dropout(self.LayerNorm(x))
+
+
+class QueryKeyValue(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+
+
+class ProjectAddNorm(nn.Module):
+    """LayerNorm(residual + dropout(dense(x))): the post-norm residual of BERT."""
+
+    def __init__(self, in_features: int, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(in_features, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x, residual):
+        return self.LayerNorm(residual + self.dropout(self.dense(x)))
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, config: BertConfig, alibi: bool = False):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.dropout_p = config.attention_probs_dropout_prob
+        self.self = QueryKeyValue(config)
+        self.output = ProjectAddNorm(config.hidden_size, config)
+        slopes = alibi_slopes(self.num_heads) if alibi else None
+        self.register_buffer("alibi_slopes", slopes, persistent=False)
+
+    def forward(self, x, bias):
+        batch, length, hidden = x.shape
+
+        def heads(t):
+            return t.view(batch, length, self.num_heads, -1).transpose(1, 2)
+
+        q, k, v = heads(self.self.query(x)), heads(self.self.key(x)), heads(self.self.value(x))
+        dropout_p = self.dropout_p if self.training else 0.0
+        context = attention(q, k, v, bias, self.alibi_slopes, dropout_p)
+        context = context.transpose(1, 2).reshape(batch, length, hidden)
+        return self.output(context, x)
+
+
+class Intermediate(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.activation = ACTIVATIONS[config.hidden_act]
+
+    def forward(self, x):
+        return self.activation(self.dense(x))
+
+
+class BertLayer(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.attention = SelfAttention(config)
+        self.intermediate = Intermediate(config)
+        self.output = ProjectAddNorm(config.intermediate_size, config)
+
+    def forward(self, x, bias):
+        x = self.attention(x, bias)
+        return self.output(self.intermediate(x), x)
+
+
+class Encoder(nn.Module):
+    def __init__(self, layers: list[nn.Module]):
+        super().__init__()
+        self.layer = nn.ModuleList(layers)
+
+
+class Pooler(nn.Module):
+    """tanh(dense(first token))."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, hidden):
+        return torch.tanh(self.dense(hidden[:, 0]))
+
+
+class Bert(nn.Module):
+    """BERT encoder; with ``head=True`` a cross-encoder whose forward returns logits.
+
+    ``encode`` returns the last hidden states (used for dense retrieval embeddings).
+    """
+
+    def __init__(self, config: BertConfig, head: bool = True):
+        super().__init__()
+        self.config = config
+        self.embeddings = self.make_embeddings(config)
+        self.encoder = Encoder([self.make_layer(config) for _ in range(config.num_hidden_layers)])
+        if head:
+            self.make_head(config)
+
+    def make_embeddings(self, config):
+        return BertEmbeddings(config)
+
+    def make_layer(self, config):
+        return BertLayer(config)
+
+    def make_head(self, config):
+        self.pooler = Pooler(config)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+
+    def classify(self, hidden):
+        return self.classifier(self.dropout(self.pooler(hidden)))
+
+    def encode(self, input_ids, attention_mask, token_type_ids=None):
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        x = self.embeddings(input_ids, token_type_ids, attention_mask)
+        bias = padding_bias(attention_mask, x.dtype)
+        for layer in self.encoder.layer:
+            x = layer(x, bias)
+        return x
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        """Logits of shape (batch, num_labels)."""
+        return self.classify(self.encode(input_ids, attention_mask, token_type_ids))

@@ -1,0 +1,193 @@
+"""The user-facing API: ``Reranker.from_pretrained(...).rerank(query, documents)``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from crossrank.engine.batching import collate, pack_by_tokens
+from crossrank.engine.hub import resolve_checkpoint
+from crossrank.engine.tokenization import LongDocuments, PairEncoder, PairFeatures, load_tokenizer
+from crossrank.models import Bert, load_model
+
+# Models with at least this many positions read long documents whole by default;
+# shorter ones (512-token BERTs) split them into windows and keep the best window.
+NATIVE_LONG_CONTEXT = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class RerankResult:
+    index: int  # position of the document in the input list
+    relevance_score: float  # sigmoid of the model's logit, in [0, 1]
+    document: str | None = None
+
+
+def default_model_path() -> Path:
+    """The reranker shipped inside the package."""
+    path = Path(str(resources.files("crossrank") / "default_model"))
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"this crossrank installation has no default model at {path}; "
+            "pass a checkpoint: Reranker.from_pretrained('path/or/hub-id')"
+        )
+    return path
+
+
+def pick_device(device: str | torch.device | None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+             "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    if dtype not in names:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(names)}")
+    return names[dtype]
+
+
+def check_documents(documents: Sequence[str]) -> list[str]:
+    if isinstance(documents, str):
+        raise TypeError("documents must be a list of strings, not a single string")
+    documents = list(documents)
+    for position, document in enumerate(documents):
+        if not isinstance(document, str):
+            raise TypeError(
+                f"document at position {position} is {type(document).__name__}, not str"
+            )
+    return documents
+
+
+def check_query(query: str) -> str:
+    if not isinstance(query, str):
+        raise TypeError(f"query must be str, not {type(query).__name__}")
+    if not query.strip():
+        raise ValueError("query is empty")
+    return query
+
+
+class Reranker:
+    """A cross-encoder that scores how relevant each document is to a query."""
+
+    def __init__(
+        self,
+        model: Bert,
+        encoder: PairEncoder,
+        *,
+        path: Path,
+        device: torch.device,
+        max_batch_tokens: int = 8192,
+    ):
+        self.model = model
+        self.encoder = encoder
+        self.path = path
+        self.device = device
+        self.max_batch_tokens = max_batch_tokens
+        self.pad_id = model.config.pad_token_id
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path | None = None,
+        *,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        max_length: int | None = None,
+        query_max_length: int | None = None,
+        long_documents: LongDocuments | None = None,
+        max_batch_tokens: int = 8192,
+    ) -> Reranker:
+        """Load a reranker from a local folder or a Hugging Face Hub id.
+
+        With no name, the default model shipped with crossrank. ``max_length`` defaults
+        to the longest input the model's positions allow; ``long_documents`` to
+        ``"truncate"`` for long-context models and ``"chunk"`` for 512-token ones.
+        """
+        path = default_model_path() if name_or_path is None else resolve_checkpoint(name_or_path)
+        device = pick_device(device)
+        model = load_model(path).to(device=device, dtype=parse_dtype(dtype))
+        limit = model.config.max_tokens
+        if max_length is not None and max_length > limit:
+            raise ValueError(f"max_length={max_length} exceeds the model's {limit} positions")
+        if long_documents is None:
+            long_documents = "truncate" if limit >= NATIVE_LONG_CONTEXT else "chunk"
+        encoder = PairEncoder(
+            load_tokenizer(path),
+            max_length=max_length or limit,
+            query_max_length=query_max_length,
+            long_documents=long_documents,
+        )
+        return cls(model, encoder, path=path, device=device, max_batch_tokens=max_batch_tokens)
+
+    def __call__(self, query: str, documents: Sequence[str], **options) -> list[RerankResult]:
+        return self.rerank(query, documents, **options)
+
+    @property
+    def max_length(self) -> int:
+        return self.encoder.max_length
+
+    def rerank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        top_n: int | None = None,
+        return_documents: bool = True,
+    ) -> list[RerankResult]:
+        """Documents sorted best first, each with its input index and a score in [0, 1]."""
+        documents = check_documents(documents)
+        if top_n is not None and top_n < 1:
+            raise ValueError(f"top_n must be at least 1, not {top_n}")
+        scores = self.score(query, documents)
+        order = sorted(range(len(documents)), key=lambda i: -scores[i])[:top_n]
+        return [
+            RerankResult(i, scores[i], documents[i] if return_documents else None) for i in order
+        ]
+
+    def score(self, query: str, documents: Sequence[str], raw: bool = False) -> list[float]:
+        """One score per document, in input order: sigmoid(logit), or the logit if ``raw``."""
+        documents = check_documents(documents)
+        if not documents:
+            return []
+        features = self.encoder.encode(check_query(query), documents)
+        logits = self.pool(self.logits(features), features, len(documents))
+        return [float(x) if raw else sigmoid(x) for x in logits]
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str]], raw: bool = False) -> list[float]:
+        """Scores for (query, document) pairs of different queries, batched together."""
+        features: list[PairFeatures] = []
+        for position, (query, document) in enumerate(pairs):
+            for f in self.encoder.encode(check_query(query), check_documents([document])):
+                features.append(PairFeatures(f.input_ids, f.token_type_ids, position))
+        logits = self.pool(self.logits(features), features, len(pairs))
+        return [float(x) if raw else sigmoid(x) for x in logits]
+
+    @staticmethod
+    def pool(logits: np.ndarray, features: Sequence[PairFeatures], count: int) -> np.ndarray:
+        """Max over the windows of each document (a no-op without chunking)."""
+        best = np.full(count, -np.inf)
+        np.maximum.at(best, [f.document for f in features], logits)
+        return best
+
+    @torch.inference_mode()
+    def logits(self, features: Sequence[PairFeatures]) -> np.ndarray:
+        """Raw logits for model inputs, in input order, computed in length-sorted batches."""
+        out = np.empty(len(features), dtype=np.float64)
+        for batch in pack_by_tokens([len(f) for f in features], self.max_batch_tokens):
+            inputs = collate([features[i] for i in batch], self.pad_id, self.device)
+            out[batch] = self.model(**inputs)[:, 0].float().cpu().numpy()
+        return out
+
+
+def sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))

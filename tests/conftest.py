@@ -1,0 +1,62 @@
+"""Shared fixtures: random small checkpoints in Hugging Face layout, made on the fly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from tokenizers import Tokenizer
+from tokenizers.processors import RobertaProcessing
+
+from crossrank.engine.hub import all_minilm_l6_v2_path
+from crossrank.models import FAMILIES, save_model
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+TINY = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+)
+
+
+def make_checkpoint(folder: Path, family: str = "bert", seed: int = 0, **overrides) -> Path:
+    """A randomly initialised cross-encoder with the all-MiniLM-L6-v2 WordPiece tokenizer."""
+    config_cls, model_cls, _ = FAMILIES[family]
+    if family == "roberta":  # the WordPiece vocabulary pads with id 0
+        overrides = {"pad_token_id": 0, **overrides}
+    config = config_cls(**{**TINY, "vocab_size": 30522, **overrides})
+    torch.manual_seed(seed)
+    model = model_cls(config)
+    with torch.no_grad():  # a head large enough that scores spread out
+        for p in model.parameters():
+            p.normal_(0, 0.2) if p.dim() > 1 else None
+    save_model(model, folder)
+    tokenizer = Tokenizer.from_file(str(all_minilm_l6_v2_path() / "tokenizer.json"))
+    if family == "roberta":  # RoBERTa's pair template: <s> A </s></s> B </s>, one token type
+        tokenizer.post_processor = RobertaProcessing(("[SEP]", 102), ("[CLS]", 101))
+    tokenizer.save(str(folder / "tokenizer.json"))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A tiny random BERT cross-encoder (512 positions)."""
+    return make_checkpoint(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_jina_checkpoint(tmp_path_factory) -> Path:
+    """A tiny random JinaBERT cross-encoder (8192 positions, ALiBi, GEGLU)."""
+    return make_checkpoint(tmp_path_factory.mktemp("tiny-jina"), family="jinabert")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not DATA.is_dir():
+        pytest.skip(f"shared datasets not found at {DATA}")
+    return DATA
