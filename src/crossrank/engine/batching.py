@@ -30,7 +30,9 @@ def pack_by_tokens(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
     return batches
 
 
-def collate(features: Sequence[PairFeatures], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+def collate(
+    features: Sequence[PairFeatures], pad_id: int, device: torch.device
+) -> dict[str, torch.Tensor]:
     """Right-pad a batch to its longest input."""
     longest = max(len(f) for f in features)
     input_ids = torch.full((len(features), longest), pad_id, dtype=torch.long)

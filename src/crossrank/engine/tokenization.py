@@ -58,7 +58,9 @@ class PairEncoder:
         overlap: int | None = None,
     ):
         if long_documents not in ("truncate", "chunk"):
-            raise ValueError(f"long_documents must be 'truncate' or 'chunk', not {long_documents!r}")
+            raise ValueError(
+                f"long_documents must be 'truncate' or 'chunk', not {long_documents!r}"
+            )
         self.tokenizer = Tokenizer.from_str(tokenizer.to_str())
         self.tokenizer.no_truncation()  # we truncate ourselves, per side
         self.tokenizer.no_padding()  # batches are padded to their own longest input
@@ -89,7 +91,9 @@ class PairEncoder:
         query_encoding = self.encode_query(query)
         budget = self.max_length - self.num_special - len(query_encoding)
         features = []
-        for index, document in enumerate(self.tokenizer.encode_batch(documents, add_special_tokens=False)):
+        for index, document in enumerate(
+            self.tokenizer.encode_batch(documents, add_special_tokens=False)
+        ):
             for window in self.windows(document, budget):
                 pair = self.tokenizer.post_process(query_encoding, window)
                 features.append(PairFeatures(pair.ids, pair.type_ids, index))

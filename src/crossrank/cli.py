@@ -1,0 +1,109 @@
+"""``crossrank`` command line: one subcommand per part of the system.
+
+Each part adds its own subcommand through an ``add_parser(subparsers)`` function that
+sets ``func`` on its parser; this module only assembles them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from crossrank.engine.hub import CheckpointNotFoundError
+from crossrank.models import CheckpointError
+
+
+def read_documents(source: str) -> list[str]:
+    """A .txt file (one document per line), a .jsonl file (a "text" field), or - for stdin."""
+    if source == "-":
+        lines = sys.stdin.read().splitlines()
+        is_jsonl = bool(lines) and lines[0].lstrip().startswith("{")
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise SystemExit(f"crossrank: no such file: {source}")
+        lines = path.read_text(encoding="utf-8").splitlines()
+        is_jsonl = path.suffix == ".jsonl"
+    if not is_jsonl:
+        return [line for line in lines if line.strip()]
+    documents = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            documents.append(record["text"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise SystemExit(
+                f"crossrank: {source}:{number}: expected a JSON object with a 'text' field"
+            ) from None
+    return documents
+
+
+def rerank_command(args: argparse.Namespace) -> None:
+    from crossrank import Reranker
+
+    reranker = Reranker.from_pretrained(
+        args.model,
+        device=args.device,
+        max_length=args.max_length,
+        long_documents=args.long_documents,
+    )
+    documents = read_documents(args.documents)
+    results = reranker.rerank(args.query, documents, top_n=args.top_n)
+    print(
+        json.dumps(
+            [
+                {"index": r.index, "relevance_score": r.relevance_score, "document": r.document}
+                for r in results
+            ],
+            indent=2,
+            ensure_ascii=False,
+        )
+    )
+
+
+def add_rerank_parser(subparsers) -> None:
+    parser = subparsers.add_parser("rerank", help="rank documents for a query and print JSON")
+    parser.add_argument(
+        "documents", help=".txt (one document per line), .jsonl with 'text', or - for stdin"
+    )
+    parser.add_argument("--query", "-q", required=True)
+    parser.add_argument(
+        "--model",
+        "-m",
+        default=None,
+        help="checkpoint folder or hub id (default: the bundled model)",
+    )
+    parser.add_argument("--top-n", "-n", type=int, default=None)
+    parser.add_argument("--max-length", type=int, default=None)
+    parser.add_argument("--long-documents", choices=["truncate", "chunk"], default=None)
+    parser.add_argument("--device", default=None)
+    parser.set_defaults(func=rerank_command)
+
+
+COMMANDS = [add_rerank_parser]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="crossrank", description="Cross-encoder reranking.")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for add_parser in COMMANDS:
+        add_parser(subparsers)
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except (
+        CheckpointNotFoundError,
+        CheckpointError,
+        FileNotFoundError,
+        ValueError,
+        TypeError,
+    ) as error:
+        raise SystemExit(f"crossrank: {error}") from None
+
+
+if __name__ == "__main__":
+    main()
