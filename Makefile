@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo clean
+.PHONY: install test lint demo serve clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ lint: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/crossrank rerank --query "how do rerankers improve search?" docs/sample_documents.txt
+
+# The rerank server on HOST:PORT (default 127.0.0.1:8000); set CROSSRANK_API_KEY to require a key.
+HOST ?= 127.0.0.1
+PORT ?= 8000
+serve: $(STAMP)
+	$(BIN)/crossrank serve --host "$(HOST)" --port "$(PORT)"
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from crossrank.models.attention import alibi_slopes, attention, padding_bias
 
@@ -187,7 +187,9 @@ class Bert(nn.Module):
     def classify(self, hidden):
         return self.classifier(self.dropout(self.pooler(hidden)))
 
-    def encode(self, input_ids, attention_mask, token_type_ids=None):
+    def encode(
+        self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None
+    ) -> Tensor:
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         x = self.embeddings(input_ids, token_type_ids, attention_mask)
@@ -196,6 +198,8 @@ class Bert(nn.Module):
             x = layer(x, bias)
         return x
 
-    def forward(self, input_ids, attention_mask, token_type_ids=None):
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None
+    ) -> Tensor:
         """Logits of shape (batch, num_labels)."""
         return self.classify(self.encode(input_ids, attention_mask, token_type_ids))

@@ -1,0 +1,144 @@
+"""Time and peak memory of scoring one long (query, document) pair with base-shape JinaBERT.
+
+Each measurement runs in a fresh process so that its peak RSS is its own. Compares
+crossrank's attention (ALiBi bias built per batch, blocked over query rows) with a
+straightforward eager implementation that materialises the full (heads, L, L) bias,
+scores and probabilities, as the reference JinaBERT code does.
+
+    python benchmarks/long_context.py                      # 1024 ... 8192, both
+    python benchmarks/long_context.py --lengths 8192 --impl crossrank
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing as mp
+import resource
+import time
+
+import torch
+
+BASE_SHAPE = dict(
+    vocab_size=30528,
+    hidden_size=768,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    intermediate_size=3072,
+    max_position_embeddings=8192,
+)
+QUERY_TOKENS = 512
+
+
+def eager_full_bias_attention(q, k, v, bias, slopes=None, dropout_p=0.0):
+    """Textbook attention: the whole (batch, heads, L, L) score matrix at once."""
+    length = q.shape[2]
+    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]) + bias
+    if slopes is not None:
+        position = torch.arange(length)
+        alibi = -slopes[:, None, None] * (position[:, None] - position[None, :]).abs()
+        scores = scores + alibi
+    return scores.softmax(-1) @ v
+
+
+def measure(impl: str, length: int, threads: int, queue) -> None:
+    torch.set_num_threads(threads)
+    from crossrank.models import bert
+    from crossrank.models.jinabert import JinaBert, JinaBertConfig
+
+    if impl == "eager":
+        bert.attention = eager_full_bias_attention
+    torch.manual_seed(0)
+    model = JinaBert(JinaBertConfig(**BASE_SHAPE)).eval()
+    loaded_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    ids = torch.randint(1000, 30000, (1, length))
+    types = torch.zeros_like(ids)
+    types[:, QUERY_TOKENS:] = 1
+    mask = torch.ones_like(ids)
+    with torch.inference_mode():
+        start = time.perf_counter()
+        model(ids, mask, types)
+        seconds = time.perf_counter() - start
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    queue.put(
+        {
+            "impl": impl,
+            "length": length,
+            "seconds": seconds,
+            "peak_rss_mb": peak_rss,
+            "model_rss_mb": loaded_rss,
+        }
+    )
+
+
+def run(impl: str, length: int, threads: int) -> dict:
+    context = mp.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=measure, args=(impl, length, threads, queue))
+    process.start()
+    process.join()
+    if process.exitcode != 0:
+        return {"impl": impl, "length": length, "error": f"exit code {process.exitcode}"}
+    return queue.get()
+
+
+def plot(results: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for impl in sorted({r["impl"] for r in results}):
+        rows = [r for r in results if r["impl"] == impl and "error" not in r]
+        lengths = [r["length"] for r in rows]
+        left.plot(lengths, [r["seconds"] for r in rows], marker="o", label=impl)
+        right.plot(lengths, [r["peak_rss_mb"] / 1024 for r in rows], marker="o", label=impl)
+    for axis, label in ((left, "seconds per pair"), (right, "peak RSS (GB)")):
+        axis.set_xlabel("pair length (tokens)")
+        axis.set_ylabel(label)
+        axis.set_xscale("log", base=2)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.suptitle("Base-shape JinaBERT, one pair, CPU")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192])
+    parser.add_argument("--impl", choices=["crossrank", "eager", "both"], default="both")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--plot", help="write a PNG of time and memory against length")
+    args = parser.parse_args()
+    impls = ["crossrank", "eager"] if args.impl == "both" else [args.impl]
+    results = []
+    print(
+        f"{'impl':<10} {'tokens':>7} {'seconds':>8} {'peak RSS MB':>12} {'model MB':>9}", flush=True
+    )
+    for length in args.lengths:
+        for impl in impls:
+            r = run(impl, length, args.threads)
+            results.append(r)
+            if "error" in r:
+                print(f"{impl:<10} {length:>7} {r['error']}", flush=True)
+            else:
+                print(
+                    f"{impl:<10} {length:>7} {r['seconds']:>8.2f} {r['peak_rss_mb']:>12.0f} "
+                    f"{r['model_rss_mb']:>9.0f}",
+                    flush=True,
+                )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    if args.plot:
+        plot(results, args.plot)
+
+
+if __name__ == "__main__":
+    main()
