@@ -42,7 +42,7 @@ def eager_full_bias_attention(q, k, v, bias, slopes=None, dropout_p=0.0):
     return scores.softmax(-1) @ v
 
 
-def measure(impl: str, length: int, threads: int, queue) -> None:
+def measure(impl: str, length: int, threads: int, device: str, queue) -> None:
     torch.set_num_threads(threads)
     from crossrank.models import bert
     from crossrank.models.jinabert import JinaBert, JinaBertConfig
@@ -50,17 +50,25 @@ def measure(impl: str, length: int, threads: int, queue) -> None:
     if impl == "eager":
         bert.attention = eager_full_bias_attention
     torch.manual_seed(0)
-    model = JinaBert(JinaBertConfig(**BASE_SHAPE)).eval()
+    model = JinaBert(JinaBertConfig(**BASE_SHAPE)).eval().to(device)
     loaded_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    ids = torch.randint(1000, 30000, (1, length))
+    ids = torch.randint(1000, 30000, (1, length), device=device)
     types = torch.zeros_like(ids)
     types[:, QUERY_TOKENS:] = 1
     mask = torch.ones_like(ids)
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast(device, torch.bfloat16, enabled=device == "cuda"):
+        if device == "cuda":  # a warm-up call: kernel selection and allocator growth
+            model(ids, mask, types)
+            torch.cuda.synchronize()
         start = time.perf_counter()
         model(ids, mask, types)
+        if device == "cuda":
+            torch.cuda.synchronize()
         seconds = time.perf_counter() - start
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if device == "cuda":
+        loaded_rss = 0.0
+        peak_rss = torch.cuda.max_memory_allocated() / 2**20
     queue.put(
         {
             "impl": impl,
@@ -72,10 +80,10 @@ def measure(impl: str, length: int, threads: int, queue) -> None:
     )
 
 
-def run(impl: str, length: int, threads: int) -> dict:
+def run(impl: str, length: int, threads: int, device: str) -> dict:
     context = mp.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=measure, args=(impl, length, threads, queue))
+    process = context.Process(target=measure, args=(impl, length, threads, device, queue))
     process.start()
     process.join()
     if process.exitcode != 0:
@@ -113,6 +121,7 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192])
     parser.add_argument("--impl", choices=["crossrank", "eager", "both"], default="both")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda (GPU memory instead of RSS)")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--plot", help="write a PNG of time and memory against length")
     args = parser.parse_args()
@@ -123,7 +132,7 @@ def main() -> None:
     )
     for length in args.lengths:
         for impl in impls:
-            r = run(impl, length, args.threads)
+            r = run(impl, length, args.threads, args.device)
             results.append(r)
             if "error" in r:
                 print(f"{impl:<10} {length:>7} {r['error']}", flush=True)

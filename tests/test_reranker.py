@@ -96,3 +96,17 @@ def test_chunked_document_scores_its_best_window(tiny_checkpoint):
     assert score == pytest.approx(window_logits.max())
     [first_window_only] = truncated.score(QUERY, [document], raw=True)
     assert first_window_only == pytest.approx(window_logits[0], abs=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "bfloat16"])
+def test_reduced_precision_paths_stay_close_to_float32(tiny_checkpoint, reranker, dtype):
+    fast = Reranker.from_pretrained(tiny_checkpoint, dtype=dtype)
+    expected = reranker.score(QUERY, DOCUMENTS, raw=True)
+    actual = fast.score(QUERY, DOCUMENTS, raw=True)
+    assert actual != expected  # a different path really ran
+    np.testing.assert_allclose(actual, expected, atol=0.1 * np.ptp(expected))
+
+
+def test_unknown_dtype_is_refused(tiny_checkpoint):
+    with pytest.raises(ValueError, match="unknown dtype 'int4'"):
+        Reranker.from_pretrained(tiny_checkpoint, dtype="int4")

@@ -12,7 +12,11 @@ import sys
 from pathlib import Path
 
 from crossrank.engine.hub import CheckpointNotFoundError
+from crossrank.evaluation.cli import add_parser as add_eval_parser
 from crossrank.models import CheckpointError
+from crossrank.retrieval.cli import add_index_parser, add_search_parser
+from crossrank.server.cli import add_parser as add_serve_parser
+from crossrank.training.train import add_parser as add_train_parser
 
 
 def read_documents(source: str) -> list[str]:
@@ -84,7 +88,14 @@ def add_rerank_parser(subparsers) -> None:
     parser.set_defaults(func=rerank_command)
 
 
-COMMANDS = [add_rerank_parser]
+COMMANDS = [
+    add_rerank_parser,
+    add_eval_parser,
+    add_index_parser,
+    add_search_parser,
+    add_serve_parser,
+    add_train_parser,
+]
 
 
 def main(argv: list[str] | None = None) -> None:

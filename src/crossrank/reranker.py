@@ -13,6 +13,7 @@ import torch
 
 from crossrank.engine.batching import collate, pack_by_tokens
 from crossrank.engine.hub import resolve_checkpoint
+from crossrank.engine.runtime import autocast_context, pick_device, place_model
 from crossrank.engine.tokenization import LongDocuments, PairEncoder, PairFeatures, load_tokenizer
 from crossrank.models import Bert, load_model
 
@@ -37,30 +38,6 @@ def default_model_path() -> Path:
             "pass a checkpoint: Reranker.from_pretrained('path/or/hub-id')"
         )
     return path
-
-
-def pick_device(device: str | torch.device | None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    names = {
-        "float32": torch.float32,
-        "fp32": torch.float32,
-        "float16": torch.float16,
-        "fp16": torch.float16,
-        "bfloat16": torch.bfloat16,
-        "bf16": torch.bfloat16,
-    }
-    if dtype not in names:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(names)}")
-    return names[dtype]
 
 
 def check_documents(documents: Sequence[str]) -> list[str]:
@@ -88,23 +65,6 @@ class Reranker:
 
     def __init__(
         self,
-        model: Bert,
-        encoder: PairEncoder,
-        *,
-        path: Path,
-        device: torch.device,
-        max_batch_tokens: int = 8192,
-    ):
-        self.model = model
-        self.encoder = encoder
-        self.path = path
-        self.device = device
-        self.max_batch_tokens = max_batch_tokens
-        self.pad_id = model.config.pad_token_id
-
-    @classmethod
-    def from_pretrained(
-        cls,
         name_or_path: str | Path | None = None,
         *,
         device: str | torch.device | None = None,
@@ -113,16 +73,18 @@ class Reranker:
         query_max_length: int | None = None,
         long_documents: LongDocuments | None = None,
         max_batch_tokens: int = 8192,
-    ) -> Reranker:
+    ):
         """Load a reranker from a local folder or a Hugging Face Hub id.
 
-        With no name, the default model shipped with crossrank. ``max_length`` defaults
-        to the longest input the model's positions allow; ``long_documents`` to
-        ``"truncate"`` for long-context models and ``"chunk"`` for 512-token ones.
+        With no name, the default model shipped with crossrank. ``dtype`` is "float32"
+        (CPU default), "bfloat16", "float16" or "int8" (CPU dynamic quantisation); on
+        CUDA the default is bfloat16 autocast. ``max_length`` defaults to the longest
+        input the model's positions allow; ``long_documents`` to ``"truncate"`` for
+        long-context models and ``"chunk"`` for 512-token ones.
         """
         path = default_model_path() if name_or_path is None else resolve_checkpoint(name_or_path)
         device = pick_device(device)
-        model = load_model(path).to(device=device, dtype=parse_dtype(dtype))
+        model, autocast = place_model(load_model(path), device, dtype)
         limit = model.config.max_tokens
         if max_length is not None and max_length > limit:
             raise ValueError(f"max_length={max_length} exceeds the model's {limit} positions")
@@ -134,7 +96,38 @@ class Reranker:
             query_max_length=query_max_length,
             long_documents=long_documents,
         )
-        return cls(model, encoder, path=path, device=device, max_batch_tokens=max_batch_tokens)
+        self._attach(model, encoder, path, device, max_batch_tokens, autocast)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path | None = None, **options) -> Reranker:
+        """The same as ``Reranker(name_or_path, **options)``."""
+        return cls(name_or_path, **options)
+
+    @classmethod
+    def from_model(
+        cls,
+        model: Bert,
+        encoder: PairEncoder,
+        *,
+        path: Path | None = None,
+        device: torch.device | None = None,
+        max_batch_tokens: int = 8192,
+        autocast: torch.dtype | None = None,
+    ) -> Reranker:
+        """Wrap a model already in memory (for example one being trained)."""
+        reranker = cls.__new__(cls)
+        device = device or next(model.parameters()).device
+        reranker._attach(model, encoder, path, device, max_batch_tokens, autocast)
+        return reranker
+
+    def _attach(self, model, encoder, path, device, max_batch_tokens, autocast) -> None:
+        self.model = model
+        self.encoder = encoder
+        self.path = path  # the local checkpoint folder
+        self.device = device
+        self.max_batch_tokens = max_batch_tokens
+        self.pad_id = model.config.pad_token_id
+        self.autocast = autocast
 
     def __call__(self, query: str, documents: Sequence[str], **options) -> list[RerankResult]:
         return self.rerank(query, documents, **options)
@@ -191,7 +184,9 @@ class Reranker:
         out = np.empty(len(features), dtype=np.float64)
         for batch in pack_by_tokens([len(f) for f in features], self.max_batch_tokens):
             inputs = collate([features[i] for i in batch], self.pad_id, self.device)
-            out[batch] = self.model(**inputs)[:, 0].float().cpu().numpy()
+            with autocast_context(self.device, self.autocast):
+                logits = self.model(**inputs)
+            out[batch] = logits[:, 0].float().cpu().numpy()
         return out
 
 

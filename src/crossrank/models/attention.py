@@ -50,6 +50,36 @@ def padding_bias(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tens
     return bias
 
 
+class TokenLayout:
+    """Moves a batch between the padded (batch, length, ...) layout and packed real tokens.
+
+    Position-wise layers (the linear projections, LayerNorm, the feed-forward block) run
+    on packed tokens, so padding costs them nothing; only attention needs the padded
+    layout. Rerank batches mix lengths, so this removes much of a padded batch's work.
+    """
+
+    def __init__(self, attention_mask: torch.Tensor):
+        self.batch, self.length = attention_mask.shape
+        self.index = self.padding = None
+        if not attention_mask.all():
+            flat = attention_mask.flatten()
+            self.index = flat.nonzero().squeeze(1)
+            self.padding = (flat == 0).nonzero().squeeze(1)
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, length, ...) -> (tokens, ...)"""
+        x = x.flatten(0, 1)
+        return x if self.index is None else x.index_select(0, self.index)
+
+    def unpack(self, x: torch.Tensor) -> torch.Tensor:
+        """(tokens, ...) -> (batch, length, ...), zeros at the padding."""
+        if self.index is not None:
+            padded = x.new_empty(self.batch * self.length, *x.shape[1:])
+            padded.index_copy_(0, self.index, x)
+            x = padded.index_fill_(0, self.padding, 0.0)  # masked, but must not be NaN
+        return x.view(self.batch, self.length, *x.shape[1:])
+
+
 def attention(
     q: torch.Tensor,
     k: torch.Tensor,

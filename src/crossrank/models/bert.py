@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from crossrank.models.attention import alibi_slopes, attention, padding_bias
+from crossrank.models.attention import TokenLayout, alibi_slopes, attention, padding_bias
 
 ACTIVATIONS = {
     "gelu": F.gelu,
@@ -83,6 +83,16 @@ class QueryKeyValue(nn.Module):
         self.key = nn.Linear(config.hidden_size, config.hidden_size)
         self.value = nn.Linear(config.hidden_size, config.hidden_size)
 
+    def forward(self, x):
+        """(tokens, 3 * hidden): one matrix product instead of three when the layers are
+        plain Linear (quantised layers keep their own kernels)."""
+        layers = (self.query, self.key, self.value)
+        if all(type(layer) is nn.Linear for layer in layers):
+            weight = torch.cat([layer.weight for layer in layers])
+            bias = torch.cat([layer.bias for layer in layers])
+            return F.linear(x, weight, bias)
+        return torch.cat([layer(x) for layer in layers], dim=-1)
+
 
 class ProjectAddNorm(nn.Module):
     """LayerNorm(residual + dropout(dense(x))): the post-norm residual of BERT."""
@@ -107,16 +117,15 @@ class SelfAttention(nn.Module):
         slopes = alibi_slopes(self.num_heads) if alibi else None
         self.register_buffer("alibi_slopes", slopes, persistent=False)
 
-    def forward(self, x, bias):
-        batch, length, hidden = x.shape
+    def forward(self, x, bias, layout: TokenLayout):
+        """x: packed tokens (tokens, hidden); attention itself runs on the padded batch."""
 
-        def heads(t):
-            return t.view(batch, length, self.num_heads, -1).transpose(1, 2)
-
-        q, k, v = heads(self.self.query(x)), heads(self.self.key(x)), heads(self.self.value(x))
+        qkv = layout.unpack(self.self(x))  # (batch, length, 3 * hidden)
+        qkv = qkv.view(*qkv.shape[:2], 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # each (batch, heads, length, head_dim)
         dropout_p = self.dropout_p if self.training else 0.0
         context = attention(q, k, v, bias, self.alibi_slopes, dropout_p)
-        context = context.transpose(1, 2).reshape(batch, length, hidden)
+        context = layout.pack(context.transpose(1, 2).flatten(2))
         return self.output(context, x)
 
 
@@ -137,8 +146,8 @@ class BertLayer(nn.Module):
         self.intermediate = Intermediate(config)
         self.output = ProjectAddNorm(config.intermediate_size, config)
 
-    def forward(self, x, bias):
-        x = self.attention(x, bias)
+    def forward(self, x, bias, layout):
+        x = self.attention(x, bias, layout)
         return self.output(self.intermediate(x), x)
 
 
@@ -194,9 +203,11 @@ class Bert(nn.Module):
             token_type_ids = torch.zeros_like(input_ids)
         x = self.embeddings(input_ids, token_type_ids, attention_mask)
         bias = padding_bias(attention_mask, x.dtype)
+        layout = TokenLayout(attention_mask)
+        x = layout.pack(x)
         for layer in self.encoder.layer:
-            x = layer(x, bias)
-        return x
+            x = layer(x, bias, layout)
+        return layout.unpack(x)
 
     def forward(
         self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None

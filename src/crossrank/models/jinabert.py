@@ -65,8 +65,8 @@ class JinaBertLayer(nn.Module):
         self.attention = SelfAttention(config, alibi=True)
         self.mlp = GatedFeedForward(config)
 
-    def forward(self, x, bias):
-        return self.mlp(self.attention(x, bias))
+    def forward(self, x, bias, layout):
+        return self.mlp(self.attention(x, bias, layout))
 
 
 class JinaBert(Bert):

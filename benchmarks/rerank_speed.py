@@ -1,0 +1,260 @@
+"""Rerank throughput and latency, crossrank against the usual ways of running a cross-encoder.
+
+All systems score the same checkpoint in the same process with the same thread count,
+interleaved query by query so that machine noise hits them alike:
+
+- sentence-transformers ``CrossEncoder.predict`` (batches of 32 in input order, fp32);
+- ``transformers`` AutoModelForSequenceClassification, batches of 32, fp32;
+- crossrank fp32 (length-sorted token-budget batches) and crossrank int8.
+
+Workload A: 10 TREC DL19 queries x their 100 BM25 candidates (real, mixed lengths).
+Workload B: 100 pairs of 256 tokens. Ratios are against sentence-transformers.
+Also checks that crossrank fp32 scores equal sentence-transformers' (max |diff| of
+logits) and that int8 keeps nDCG@10 on all of DL19 within 0.01 of fp32.
+
+    python benchmarks/rerank_speed.py [--model PATH] [--repeats 3] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from common import benchmark_checkpoint, dl19
+from crossrank import Reranker
+
+Scorer = Callable[[str, list[str]], np.ndarray]
+BATCH = 32  # the default batch size of CrossEncoder.predict
+
+
+def sentence_transformers_scorer(path, device: str) -> Scorer:
+    from sentence_transformers import CrossEncoder
+
+    model = CrossEncoder(str(path), device=device)
+    identity = torch.nn.Identity()
+
+    def score(query, documents):
+        pairs = [(query, d) for d in documents]
+        return model.predict(
+            pairs, batch_size=BATCH, activation_fn=identity, show_progress_bar=False
+        )
+
+    return score
+
+
+def transformers_scorer(path, device: str) -> Scorer:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path).eval().to(device)
+
+    @torch.inference_mode()
+    def score(query, documents):
+        out = []
+        for start in range(0, len(documents), BATCH):
+            batch = documents[start : start + BATCH]
+            inputs = tokenizer(
+                [query] * len(batch),
+                batch,
+                padding=True,
+                truncation=True,
+                max_length=512,
+                return_tensors="pt",
+            ).to(device)
+            out.append(model(**inputs).logits[:, 0].float())
+        return torch.cat(out).cpu().numpy()
+
+    return score
+
+
+def crossrank_scorer(path, device: str, dtype: str | None) -> Scorer:
+    reranker = Reranker.from_pretrained(path, device=device, dtype=dtype)
+    return lambda query, documents: np.asarray(reranker.score(query, documents, raw=True))
+
+
+def uniform_workload(workload, tokens: int = 256, pairs: int = 100):
+    """A query and ``pairs`` documents that each make a pair of about ``tokens`` tokens."""
+
+    query = workload[0][1]
+    return query, [" ".join(w[3][i % len(w[3])] for w in workload) for i in range(pairs)], tokens
+
+
+def fit_to_tokens(path, query, texts, tokens):
+    from crossrank.engine.tokenization import load_tokenizer
+
+    tokenizer = load_tokenizer(path)
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    query_tokens = len(tokenizer.encode(query, add_special_tokens=False))
+    budget = tokens - 3 - query_tokens
+    return [
+        tokenizer.decode(tokenizer.encode(t, add_special_tokens=False).ids[:budget]) for t in texts
+    ]
+
+
+def time_systems(systems: dict[str, Scorer], calls, repeats: int, label: str):
+    """Per system: pairs/s (median over repeats) and all per-call latencies."""
+    for scorer in systems.values():  # warm-up: first-call allocations, thread pools
+        scorer(*calls[0])
+    throughput = {name: [] for name in systems}
+    latency = {name: [] for name in systems}
+    for _ in tqdm(range(repeats), desc=label, unit="repeat"):
+        elapsed = dict.fromkeys(systems, 0.0)
+        for query, documents in calls:
+            for name, scorer in systems.items():
+                start = time.perf_counter()
+                scorer(query, documents)
+                seconds = time.perf_counter() - start
+                elapsed[name] += seconds
+                latency[name].append(seconds)
+        pairs = sum(len(d) for _, d in calls)
+        for name in systems:
+            throughput[name].append(pairs / elapsed[name])
+    return {
+        name: {
+            "pairs": pairs,
+            "pairs_per_s": statistics.median(throughput[name]),
+            "p50_ms": 1000 * float(np.percentile(latency[name], 50)),
+            "p95_ms": 1000 * float(np.percentile(latency[name], 95)),
+        }
+        for name in systems
+    }
+
+
+def matmul_peak() -> dict[str, float]:
+    """Measured GFLOP/s of a large fp32 matrix product and of an int8 dynamic Linear."""
+    from crossrank.engine.runtime import quantise_linear_layers
+
+    x = torch.randn(2048, 2048)
+    fp32 = torch.nn.Linear(2048, 2048, bias=False)
+    int8 = quantise_linear_layers(torch.nn.Sequential(fp32))
+    peaks = {}
+    with torch.inference_mode():
+        for name, layer in (("fp32", fp32), ("int8", int8)):
+            layer(x)
+            times = []
+            for _ in range(5):
+                start = time.perf_counter()
+                layer(x)
+                times.append(time.perf_counter() - start)
+            peaks[name] = 2 * 2048**3 / statistics.median(times) / 1e9
+    return peaks
+
+
+def useful_flops(config, lengths: list[int]) -> float:
+    """FLOPs of the unpadded pairs: the matrix products of every layer, attention included."""
+    hidden, inter = config.hidden_size, config.intermediate_size
+    per_token = 2 * (4 * hidden * hidden + 2 * hidden * inter)  # q, k, v, output; feed-forward
+    total = 0.0
+    for n in lengths:
+        total += n * per_token + 2 * 2 * n * n * hidden  # + q kᵀ and probabilities · v
+    return total * config.num_hidden_layers
+
+
+def print_table(title: str, results: dict, baseline: str, flops: float, peaks: dict) -> None:
+    print(f"\n{title}  ({flops / 1e9:.0f} GFLOP of useful work per pass)")
+    print(
+        f"{'system':<34} {'pairs/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'speed-up':>9}"
+        f" {'GFLOP/s':>8} {'of peak':>8}"
+    )
+    for name, r in results.items():
+        ratio = r["pairs_per_s"] / results[baseline]["pairs_per_s"]
+        r["speedup"] = ratio
+        r["gflops"] = r["pairs_per_s"] * flops / r["pairs"] / 1e9
+        r["of_peak"] = r["gflops"] / peaks["int8" if "int8" in name else "fp32"]
+        print(
+            f"{name:<34} {r['pairs_per_s']:>9.1f} {r['p50_ms']:>8.0f} {r['p95_ms']:>8.0f}"
+            f" {ratio:>8.2f}x {r['gflops']:>8.1f} {r['of_peak']:>8.0%}"
+        )
+
+
+def ndcg_at_10(scorer: Scorer, dataset, workload) -> float:
+    from crossrank.evaluation.metrics import convention_for, evaluate
+
+    run = {}
+    for qid, query, ids, texts in tqdm(workload, desc="DL19 nDCG@10", unit="query"):
+        run[qid] = dict(zip(ids, map(float, scorer(query, texts)), strict=True))
+    convention = convention_for("trec-dl19")
+    return evaluate(run, dataset.qrels, convention.relevance_level)["nDCG@10"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", help="checkpoint folder (default: the bundled model)")
+    parser.add_argument("--queries", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--skip-ndcg", action="store_true", help="skip the full-DL19 nDCG check")
+    parser.add_argument("--json", help="write all figures here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    path, description = benchmark_checkpoint(args.model)
+    print(f"checkpoint: {description} ({path})")
+    print(f"device: {args.device}; threads: {args.threads}; torch {torch.__version__}")
+
+    device = args.device
+    systems = {
+        "sentence-transformers CrossEncoder": sentence_transformers_scorer(path, device),
+        "transformers (batch 32)": transformers_scorer(path, device),
+        "crossrank fp32": crossrank_scorer(path, device, "float32"),
+    }
+    fast = "crossrank int8" if device == "cpu" else "crossrank bf16 autocast"
+    systems[fast] = crossrank_scorer(path, device, "int8" if device == "cpu" else None)
+    baseline = "sentence-transformers CrossEncoder"
+    dataset, workload = dl19()
+    calls_a = [(query, texts) for _, query, _, texts in workload[: args.queries]]
+
+    diffs = [
+        np.abs(systems["crossrank fp32"](q, d) - systems[baseline](q, d)).max() for q, d in calls_a
+    ]
+    max_diff = float(max(diffs))
+    print(f"max |logit difference|, crossrank fp32 vs sentence-transformers, A: {max_diff:.2e}")
+
+    peaks = matmul_peak() if device == "cpu" else {"fp32": float("nan"), "int8": float("nan")}
+    print("measured matmul peak, GFLOP/s:", {k: round(v, 1) for k, v in peaks.items()})
+    reranker = Reranker.from_pretrained(path, device="cpu")
+
+    def flops(calls) -> float:
+        lengths = [len(f) for q, d in calls for f in reranker.encoder.encode(q, d)]
+        return useful_flops(reranker.model.config, lengths)
+
+    report = {
+        "checkpoint": description,
+        "threads": args.threads,
+        "max_abs_logit_diff": max_diff,
+        "matmul_peak_gflops": peaks,
+    }
+    report["A"] = time_systems(systems, calls_a, args.repeats, "workload A")
+    title = f"Workload A: {len(calls_a)} DL19 queries x 100 BM25 candidates"
+    print_table(title, report["A"], baseline, flops(calls_a), peaks)
+
+    query, texts, tokens = uniform_workload(workload)
+    calls_b = [(query, fit_to_tokens(path, query, texts, tokens))]
+    report["B"] = time_systems(systems, calls_b, args.repeats, "workload B")
+    print_table("Workload B: 100 pairs of 256 tokens", report["B"], baseline, flops(calls_b), peaks)
+
+    if not args.skip_ndcg:
+        report["ndcg@10"] = {
+            name: ndcg_at_10(systems[name], dataset, workload) for name in ("crossrank fp32", fast)
+        }
+        print(
+            "\nDL19 nDCG@10 (all 43 queries):",
+            {k: round(v, 4) for k, v in report["ndcg@10"].items()},
+        )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""Second stage of an evaluation: rescore each query's top-k first-stage documents.
+
+A scorer is anything with ``score_pairs([(query, doc), ...]) -> list[float]``: a
+cross-encoder ``Reranker`` or the ``BiEncoder`` baseline below (cosine similarity of
+all-MiniLM-L6-v2 embeddings, the usual "no cross-encoder" reference point).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from crossrank.engine.tokenization import LongDocuments
+from crossrank.evaluation.beir import DatasetError, Run
+from crossrank.retrieval.embeddings import Embedder
+
+
+class Scorer(Protocol):
+    def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[float]: ...
+
+
+class CrossEncoder:
+    """A ``Reranker`` scoring with raw logits: sigmoids saturate to 1.0 and would tie."""
+
+    def __init__(self, reranker):
+        self.reranker = reranker
+        self.long_documents = reranker.encoder.long_documents
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        return self.reranker.score_pairs(pairs, raw=True)
+
+
+class BiEncoder:
+    """Cosine similarity of query and document embeddings.
+
+    With ``long_documents="chunk"`` a document longer than the embedder's window is
+    split into overlapping windows and scored by its best window (max-pooling, as the
+    cross-encoder does); with ``"truncate"`` only its first window counts.
+    """
+
+    def __init__(
+        self,
+        embedder: Embedder | None = None,
+        long_documents: LongDocuments = "truncate",
+        progress: bool = False,
+    ):
+        if long_documents not in ("truncate", "chunk"):
+            raise ValueError(
+                f"long_documents must be 'truncate' or 'chunk', not {long_documents!r}"
+            )
+        self.embedder = embedder or Embedder()
+        self.long_documents = long_documents
+        self.progress = progress  # a bar for the (slow) embedding of many long documents
+        self.cache: dict[str, np.ndarray] = {}  # text -> (windows, dim): lists share docs
+
+    def vectors(self, texts: Sequence[str], query: bool) -> None:
+        new = [t for t in dict.fromkeys(texts) if t not in self.cache]
+        if not new:
+            return
+        if query or self.long_documents == "truncate":
+            for text, vector in zip(new, self.embedder.encode(new), strict=True):
+                self.cache[text] = vector[None]
+            return
+        windows = [self.embedder.windows(t) for t in new]
+        flat = [w for ws in windows for w in ws]
+        flat = self.embedder.encode_ids(
+            flat, self.progress and len(flat) > 256, "embedding windows"
+        )
+        start = 0
+        for text, ws in zip(new, windows, strict=True):
+            self.cache[text] = flat[start : start + len(ws)]
+            start += len(ws)
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        self.vectors([q for q, _ in pairs], query=True)
+        self.vectors([d for _, d in pairs], query=False)
+        return [float((self.cache[d] @ self.cache[q][0]).max()) for q, d in pairs]
+
+
+def top_docs(scores: dict[str, float], k: int | None = None) -> list[str]:
+    return sorted(scores, key=lambda doc: -scores[doc])[:k]
+
+
+def rerank_run(
+    run: Run,
+    queries: dict[str, str],
+    corpus: dict[str, str],
+    scorer: Scorer,
+    top_k: int,
+    block: int = 256,
+    progress: bool = False,
+) -> Run:
+    """Rescore the top ``top_k`` documents of each query; the rest keep their order below.
+
+    Keeping the tail makes deep metrics (R@100) comparable when ``top_k`` is small.
+    Pairs of many queries are scored together in blocks (the engine sorts each block by
+    length), which is much faster than one call per query.
+    """
+    pairs, slots = [], []
+    for query, scores in run.items():
+        for doc in top_docs(scores, top_k):
+            if doc not in corpus:
+                raise DatasetError(
+                    f"the first stage returned document {doc!r} (query {query!r}), which has "
+                    "no text in the corpus"
+                )
+            pairs.append((queries[query], corpus[doc]))
+            slots.append((query, doc))
+    new_scores: list[float] = []
+    with tqdm(total=len(pairs), desc="reranking", unit="pair", disable=not progress) as bar:
+        for start in range(0, len(pairs), block):
+            new_scores.extend(scorer.score_pairs(pairs[start : start + block]))
+            bar.update(len(pairs[start : start + block]))
+    reranked: Run = {query: {} for query in run}
+    for (query, doc), score in zip(slots, new_scores, strict=True):
+        reranked[query][doc] = score
+    for query, scores in run.items():
+        tail = top_docs(scores)[top_k:]
+        floor = min(reranked[query].values(), default=0.0)
+        for position, doc in enumerate(tail, 1):
+            reranked[query][doc] = floor - position
+    return reranked

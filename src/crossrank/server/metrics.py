@@ -1,0 +1,95 @@
+"""Prometheus metrics, in a registry of the app's own (two apps in one process stay apart)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from crossrank.server.batcher import Batcher, BatchStats
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+# Pairs and tokens per inference step: powers of two up to well past any sane budget.
+SIZE_BUCKETS = tuple(2.0**k for k in range(0, 21))
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class ServerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "crossrank_requests",
+            "HTTP requests by route and status",
+            ["route", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "crossrank_request_duration_seconds",
+            "HTTP request latency by route",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_requests = Gauge(
+            "crossrank_queue_requests", "requests with inputs waiting for the model", registry=r
+        )
+        self.queue_pairs = Gauge(
+            "crossrank_queue_pairs", "model inputs (pairs or windows) waiting", registry=r
+        )
+        self.in_flight = Gauge(
+            "crossrank_requests_in_flight",
+            "rerank requests admitted and not yet answered (what --max-queue bounds)",
+            registry=r,
+        )
+        self.batch_pairs = Histogram(
+            "crossrank_batch_pairs",
+            "model inputs per inference step",
+            buckets=SIZE_BUCKETS,
+            registry=r,
+        )
+        self.batch_tokens = Histogram(
+            "crossrank_batch_tokens",
+            "tokens (without padding) per inference step",
+            buckets=SIZE_BUCKETS,
+            registry=r,
+        )
+        self.batch_requests = Histogram(
+            "crossrank_batch_requests",
+            "distinct requests per inference step",
+            buckets=SIZE_BUCKETS,
+            registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "crossrank_batch_duration_seconds",
+            "model time per inference step",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tokens_scored = Counter(
+            "crossrank_tokens_scored", "tokens read by the model", registry=r
+        )
+        self.pairs_scored = Counter("crossrank_pairs_scored", "model inputs scored", registry=r)
+        self.dropped = Counter(
+            "crossrank_requests_dropped",
+            "requests dropped before they were answered, by reason",
+            ["reason"],
+            registry=r,
+        )
+
+    def watch(self, batcher: Batcher) -> None:
+        """Read queue depth from the batcher when scraped, not on every change."""
+        self.queue_requests.set_function(lambda: batcher.queued_requests)
+        self.queue_pairs.set_function(lambda: batcher.queued_pairs)
+
+    def observe_batch(self, stats: BatchStats) -> None:
+        """Called by the inference thread after each step (prometheus_client is thread-safe)."""
+        self.batch_pairs.observe(stats.pairs)
+        self.batch_tokens.observe(stats.tokens)
+        self.batch_requests.observe(stats.requests)
+        self.batch_seconds.observe(stats.seconds)
+        self.tokens_scored.inc(stats.tokens)
+        self.pairs_scored.inc(stats.pairs)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,466 @@
+"""Fine-tune a cross-encoder: ``crossrank train --base PATH --data DIR[,DIR...] --out DIR``.
+
+Each optimiser step draws ``groups_per_step`` query groups (a positive and ``list_size - 1``
+candidates of the same query) and combines, per group, whichever signals it has:
+
+- listwise softmax cross-entropy when the positive is judged (graded labels: negatives are
+  candidates judged lower, or unjudged hard candidates from the BM25 list);
+- KL distillation towards the teacher's distribution when every candidate has a teacher
+  score (``--teacher-runs``), which is how unlabelled queries (TREC DL22) teach;
+- a small pointwise BCE on judged entries, which anchors sigmoid(logit) as a relevance score
+  (``--loss bce`` makes it the main loss).
+
+The batch of step ``s`` depends only on ``(seed, s)``, and dropout is reseeded every step, so
+a run is reproducible and ``--resume`` continues exactly where a checkpoint left off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from crossrank.engine.batching import collate
+from crossrank.engine.tokenization import PairEncoder, load_tokenizer
+from crossrank.models import (
+    FAMILIES,
+    Bert,
+    CheckpointError,
+    family_of,
+    normalise_keys,
+    read_config,
+    read_state_dict,
+    save_model,
+)
+from crossrank.training.data import (
+    BeirSet,
+    Group,
+    load_beir,
+    make_groups,
+    read_run_scores,
+    sample_list,
+)
+from crossrank.training.losses import distillation_kl, listwise_softmax_ce, pointwise_bce
+
+log = logging.getLogger(__name__)
+TOKENIZER_FILES = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+]
+
+
+@dataclass
+class TrainConfig:
+    base: str  # BERT-family checkpoint: a bare encoder or a cross-encoder
+    data: list[str]  # DIR[:split][@weight]; weight = share of groups drawn from it
+    out: str
+    teacher_runs: str | None = None  # folder of <set>.<split>.trec teacher-score runs
+    dev: list[str] = field(default_factory=list)  # DIR[:split] validation sets
+    holdout: list[str] = field(default_factory=list)  # SET=FRACTION: queries moved to dev
+    holdout_seed: int = 0  # fixed apart from --seed, so a continued run keeps the same dev
+    loss: str = "listwise"  # listwise | bce
+    distill_weight: float = 1.0
+    bce_weight: float = 0.1
+    temperature: float = 1.0
+    list_size: int = 8
+    groups_per_step: int = 8
+    micro_groups: int = 2  # groups per forward pass; the rest is gradient accumulation
+    steps: int = 500
+    lr: float = 5e-5
+    warmup: float = 0.1
+    weight_decay: float = 0.01
+    max_length: int = 128
+    query_max_length: int = 32
+    dev_max_length: int = 256
+    depth: int = 100  # candidates per query (run or BM25)
+    seed: int = 0
+    eval_every: int = 100
+    save_every: int = 50
+    max_minutes: float | None = None  # stop cleanly (and save) after this long
+    stop_at: int | None = None  # stop (and save) at this step, to be continued with resume
+    bf16: bool = False  # bfloat16 autocast: faster on CPUs with AVX512-BF16/AMX
+    save_dtype: str = "float32"  # float16 halves the shipped file
+    threads: int | None = None
+    resume: bool = False
+
+
+# ---------------------------------------------------------------- model
+
+
+def init_model(base: str | Path) -> Bert:
+    """The base checkpoint with a one-logit classification head (fresh if it has none)."""
+    base = Path(base)
+    raw = read_config(base)
+    config_cls, model_cls, prefix = FAMILIES[family_of(raw)]
+    config = config_cls.from_dict({**raw, "num_labels": 1})
+    model = model_cls(config, head=True)
+    for module in (model.pooler.dense, model.classifier):  # BERT's own initialisation
+        torch.nn.init.normal_(module.weight, std=0.02)
+        torch.nn.init.zeros_(module.bias)
+    state = normalise_keys(read_state_dict(base), prefix)
+    own = model.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
+    missing = [k for k in own if k not in usable]
+    if any(not k.startswith(("pooler.", "classifier.")) for k in missing):
+        raise CheckpointError(f"{base} is missing encoder weights: {', '.join(missing[:5])}")
+    model.load_state_dict(usable, strict=False)
+    if missing:
+        log.info("new head weights: %s", ", ".join(missing))
+    return model
+
+
+def save_checkpoint_folder(model: Bert, base: Path, path: Path, dtype: str = "float32") -> None:
+    """A Hugging Face folder: config.json, model.safetensors and the base's tokenizer files."""
+    save_model(to_dtype(model, dtype), path)
+    for name in TOKENIZER_FILES:
+        if (base / name).is_file():
+            shutil.copyfile(base / name, path / name)
+
+
+def to_dtype(model: Bert, dtype: str) -> Bert:
+    if dtype == "float32":
+        return model
+    import copy
+
+    return copy.deepcopy(model).to({"float16": torch.float16, "bfloat16": torch.bfloat16}[dtype])
+
+
+# ---------------------------------------------------------------- data
+
+
+def parse_spec(spec: str, default_split: str) -> tuple[str, str, float]:
+    """``DIR[:split][@weight]`` -> (dir, split, weight)."""
+    spec, _, weight = spec.partition("@")
+    folder, _, split = spec.partition(":")
+    return folder, split or default_split, float(weight or 1.0)
+
+
+def holdout_split(data: BeirSet, fraction: float, seed: int) -> tuple[BeirSet, BeirSet]:
+    """Move a seeded ``fraction`` of the judged queries out of ``data`` into a dev set."""
+    judged = sorted(data.qrels)
+    random.Random(seed).shuffle(judged)
+    dev_ids = set(judged[: round(fraction * len(judged))])
+
+    def subset(keep) -> BeirSet:
+        return BeirSet(
+            data.name,
+            data.corpus,
+            {q: t for q, t in data.queries.items() if keep(q)},
+            {q: r for q, r in data.qrels.items() if keep(q)},
+            {q: r for q, r in data.run.items() if keep(q)},
+        )
+
+    return subset(lambda q: q not in dev_ids), subset(lambda q: q in dev_ids)
+
+
+@dataclass
+class Source:
+    name: str
+    groups: list[Group]
+    weight: float
+    max_grade: int
+    corpus: dict[str, str]
+
+
+def load_sources(cfg: TrainConfig) -> tuple[list[Source], list[BeirSet]]:
+    holdout = {name: float(f) for name, f in (h.split("=") for h in cfg.holdout)}
+    sources, dev_sets = [], []
+    for spec in cfg.data:
+        folder, split, weight = parse_spec(spec, "train")
+        data = load_beir(folder, split, depth=cfg.depth)
+        if data.name in holdout:
+            data, dev = holdout_split(data, holdout[data.name], cfg.holdout_seed)
+            dev_sets.append(dev)
+        teacher = None
+        if (
+            cfg.teacher_runs
+            and (path := Path(cfg.teacher_runs) / f"{data.name}.{split}.trec").exists()
+        ):
+            teacher = read_run_scores(path)
+        groups = make_groups(data, teacher)
+        max_grade = max((g for r in data.qrels.values() for g in r.values()), default=1)
+        sources.append(Source(data.name, groups, weight, max(max_grade, 1), data.corpus))
+        log.info("%s:%s  %d groups, teacher=%s", data.name, split, len(groups), teacher is not None)
+    for spec in cfg.dev:
+        folder, split, _ = parse_spec(spec, "dev")
+        dev_sets.append(load_beir(folder, split, depth=cfg.depth))
+    return sources, dev_sets
+
+
+def draw_step(cfg: TrainConfig, sources: list[Source], step: int):
+    """The groups of one optimiser step: a function of (seed, step) only."""
+    rng = random.Random(f"{cfg.seed}-{step}")
+    lists = []
+    while len(lists) < cfg.groups_per_step:
+        source = rng.choices(sources, weights=[s.weight for s in sources])[0]
+        group = rng.choice(source.groups)
+        chosen = sample_list(group, cfg.list_size, rng)
+        if chosen is not None:
+            lists.append((source, group, chosen))
+    return lists
+
+
+# ---------------------------------------------------------------- training
+
+
+def batch_loss(
+    cfg: TrainConfig, model: Bert, encoder: PairEncoder, corpus_of, lists
+) -> torch.Tensor:
+    """The combined loss of a few lists, scored in one forward pass."""
+    features, rows = [], []
+    for row, (source, group, chosen) in enumerate(lists):
+        docs = [corpus_of[source.name][c.doc_id] for c in chosen]
+        for col, f in enumerate(encoder.encode(group.query, docs)):
+            features.append(f)
+            rows.append((row, col))
+    inputs = collate(features, model.config.pad_token_id, torch.device("cpu"))
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+        flat = model(**inputs)[:, 0].float()
+    width = max(len(chosen) for *_, chosen in lists)
+    logits = flat.new_zeros(len(lists), width)
+    mask = torch.zeros(len(lists), width, dtype=torch.bool)
+    index = torch.tensor(rows)
+    logits = logits.index_put((index[:, 0], index[:, 1]), flat)
+    mask[index[:, 0], index[:, 1]] = True
+
+    labelled = torch.tensor([c[0].label is not None for *_, c in lists])
+    taught = torch.tensor([all(x.teacher is not None for x in c) for *_, c in lists])
+    loss = logits.new_zeros(())
+    if cfg.loss == "listwise" and labelled.any():
+        loss = loss + listwise_softmax_ce(logits[labelled], mask[labelled])
+    if cfg.distill_weight and taught.any():
+        teacher = torch.zeros(len(lists), width)
+        for row, (*_, chosen) in enumerate(lists):
+            if taught[row]:
+                teacher[row, : len(chosen)] = torch.tensor([c.teacher for c in chosen])
+        loss = loss + cfg.distill_weight * distillation_kl(
+            logits[taught], teacher[taught], mask[taught], cfg.temperature
+        )
+    bce_weight = 1.0 if cfg.loss == "bce" else cfg.bce_weight
+    if bce_weight and labelled.any():
+        # judged entries by grade; unjudged candidates of a judged list count as negatives
+        targets = torch.zeros(len(lists), width)
+        for row, (source, _, chosen) in enumerate(lists):
+            for col, c in enumerate(chosen):
+                targets[row, col] = min((c.label or 0) / source.max_grade, 1.0)
+        keep = mask & labelled[:, None]
+        loss = loss + bce_weight * pointwise_bce(logits[keep], targets[keep])
+    return loss
+
+
+def lr_lambda(cfg: TrainConfig):
+    warmup = max(1, int(cfg.warmup * cfg.steps))
+    return lambda step: min(
+        (step + 1) / warmup, max(0.0, (cfg.steps - step) / (cfg.steps - warmup))
+    )
+
+
+@torch.no_grad()
+def evaluate(model: Bert, tokenizer, dev_sets: list[BeirSet], max_length: int) -> dict[str, float]:
+    """nDCG@10 reranking each dev set's candidates, on queries with a positive and a negative."""
+    import ir_measures
+    from ir_measures import nDCG
+
+    from crossrank.reranker import Reranker
+
+    was_training = model.training
+    model.eval()
+    encoder = PairEncoder(tokenizer, max_length, long_documents="truncate")
+    reranker = Reranker.from_model(model, encoder, device=torch.device("cpu"))
+    results = {}
+    for data in dev_sets:
+        run, qrels = {}, []
+        for query_id, judged in data.qrels.items():
+            docs = [d for d in data.run.get(query_id, []) if d in data.corpus]
+            grades = {judged.get(d, 0) > 0 for d in docs}
+            if grades != {True, False} or query_id not in data.queries:
+                continue
+            scores = reranker.score(
+                data.queries[query_id], [data.corpus[d] for d in docs], raw=True
+            )
+            run[query_id] = dict(zip(docs, scores, strict=True))
+            qrels += [ir_measures.Qrel(query_id, d, g) for d, g in judged.items()]
+        results[data.name] = ir_measures.calc_aggregate([nDCG @ 10], qrels, run)[nDCG @ 10]
+    model.train(was_training)
+    return results
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run training; returns the output folder (the best dev checkpoint, else the last)."""
+    threads = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _train(cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(cfg: TrainConfig) -> Path:
+    out, base = Path(cfg.out), Path(cfg.base)
+    ckpt = out / "checkpoint"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    sources, dev_sets = load_sources(cfg)
+    tokenizer = load_tokenizer(base)
+    encoder = PairEncoder(tokenizer, cfg.max_length, cfg.query_max_length, "truncate")
+
+    torch.manual_seed(cfg.seed)
+    model = init_model(ckpt if cfg.resume and ckpt.exists() else base)
+    model.train()
+    decay = [p for n, p in model.named_parameters() if p.dim() > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() <= 1]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=cfg.lr,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+    state = {"step": 0, "best": -math.inf, "best_step": None, "history": []}
+    if cfg.resume and ckpt.exists():
+        saved = torch.load(ckpt / "trainer.pt", weights_only=False)
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        state = saved["state"]
+        log.info("resumed at step %d", state["step"])
+    return run_loop(cfg, model, optimizer, scheduler, state, sources, dev_sets, encoder, tokenizer)
+
+
+def run_loop(
+    cfg, model, optimizer, scheduler, state, sources, dev_sets, encoder, tokenizer
+) -> Path:
+    out, base, ckpt = Path(cfg.out), Path(cfg.base), Path(cfg.out) / "checkpoint"
+    corpus_of = {s.name: s.corpus for s in sources}
+    start_time, pairs_seen, smooth = time.time(), 0, None
+    progress = tqdm(total=cfg.steps, initial=state["step"], desc="train", unit="step")
+    while state["step"] < cfg.steps:
+        step = state["step"]
+        torch.manual_seed(hash((cfg.seed, step)) % 2**31)  # dropout: a function of the step too
+        lists = draw_step(cfg, sources, step)
+        optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for i in range(0, len(lists), cfg.micro_groups):
+            part = lists[i : i + cfg.micro_groups]
+            loss = batch_loss(cfg, model, encoder, corpus_of, part) * len(part) / len(lists)
+            loss.backward()
+            total += loss.item()
+            pairs_seen += sum(len(c) for *_, c in part)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        state["step"] = step = step + 1
+        smooth = total if smooth is None else 0.95 * smooth + 0.05 * total
+        elapsed = time.time() - start_time
+        progress.update(1)
+        progress.set_postfix(loss=f"{smooth:.4f}", pairs_s=f"{pairs_seen / elapsed:.1f}")
+        record = {
+            "step": step,
+            "loss": total,
+            "lr": scheduler.get_last_lr()[0],
+            "elapsed_s": elapsed,
+        }
+        out_of_time = (cfg.max_minutes is not None and elapsed > cfg.max_minutes * 60) or (
+            cfg.stop_at is not None and step >= cfg.stop_at
+        )
+        last = step == cfg.steps or out_of_time
+        if dev_sets and (step % cfg.eval_every == 0 or last):
+            scores = evaluate(model, tokenizer, dev_sets, cfg.dev_max_length)
+            record["dev"] = scores
+            mean = sum(scores.values()) / len(scores)
+            progress.write(f"step {step}: dev nDCG@10 {json.dumps(scores)} mean {mean:.4f}")
+            if mean > state["best"]:
+                state["best"], state["best_step"] = mean, step
+                save_checkpoint_folder(model, base, out, cfg.save_dtype)
+        state["history"].append(record)
+        with open(out / "training_log.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if step % cfg.save_every == 0 or last:
+            save_checkpoint_folder(model, base, ckpt)
+            trainer = {
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "state": state,
+            }
+            torch.save(trainer, ckpt / "trainer.pt")
+        if out_of_time:
+            progress.write(f"stopping at step {step} (--max-minutes/--stop-at); --resume continues")
+            break
+    progress.close()
+    if not dev_sets:
+        save_checkpoint_folder(model, base, out, cfg.save_dtype)
+    return out
+
+
+# ---------------------------------------------------------------- command line
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train", help="fine-tune a cross-encoder on BEIR-format training splits"
+    )
+    defaults = TrainConfig(base="", data=[], out="")
+    parser.add_argument("--base", required=True, help="BERT-family checkpoint folder")
+    parser.add_argument(
+        "--data", required=True, help="comma-separated DIR[:split][@weight] (split: train)"
+    )
+    parser.add_argument("--out", required=True, help="output folder (Hugging Face layout)")
+    parser.add_argument("--teacher-runs", help="folder of <set>.<split>.trec teacher scores")
+    parser.add_argument("--dev", default="", help="comma-separated DIR[:split] (split: dev)")
+    parser.add_argument(
+        "--holdout", default="", help="comma-separated SET=FRACTION of training queries for dev"
+    )
+    parser.add_argument("--loss", choices=["listwise", "bce"], default=defaults.loss)
+    for name in (
+        "distill_weight",
+        "bce_weight",
+        "temperature",
+        "list_size",
+        "groups_per_step",
+        "micro_groups",
+        "steps",
+        "lr",
+        "warmup",
+        "weight_decay",
+        "max_length",
+        "query_max_length",
+        "dev_max_length",
+        "depth",
+        "seed",
+        "holdout_seed",
+        "eval_every",
+        "save_every",
+        "max_minutes",
+        "stop_at",
+        "threads",
+    ):
+        value = getattr(defaults, name)
+        kind = float if isinstance(value, float) or name == "max_minutes" else int
+        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=value)
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    parser.add_argument("--save-dtype", choices=["float32", "float16"], default=defaults.save_dtype)
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    parser.set_defaults(func=train_command)
+
+
+def train_command(args: argparse.Namespace) -> None:
+    def split(text: str) -> list[str]:
+        return [part for part in text.split(",") if part]
+
+    options = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
+    options.update(data=split(args.data), dev=split(args.dev), holdout=split(args.holdout))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    out = train(TrainConfig(**options))
+    print(f"saved {out}")

@@ -1,0 +1,107 @@
+"""``crossrank serve`` as a process: startup, the API key from the environment, SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+
+from crossrank.cli import main
+from crossrank.server.cli import add_parser, model_name, serve_command
+
+from .conftest import metric
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_sigterm_finishes_in_flight_requests_then_exits(tiny_checkpoint):
+    key = "env-key-never-logged"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "crossrank.cli", "serve", "--model", str(tiny_checkpoint),
+         "--port", str(port), "--max-batch-tokens", "4096"],
+        env={**os.environ, "CROSSRANK_API_KEY": key},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    auth = {"Authorization": f"Bearer {key}"}
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, process.stdout.read()
+            try:
+                if httpx.get(f"{url}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.2)
+
+        reply = {}
+        documents = ["search rank model " * 150] * 60  # a second or more of work
+        worker = threading.Thread(
+            target=lambda: reply.update(
+                response=httpx.post(
+                    f"{url}/v2/rerank",
+                    json={"query": "q", "documents": documents},
+                    headers=auth,
+                    timeout=120,
+                )
+            )
+        )
+        worker.start()
+        while (
+            metric(httpx.get(f"{url}/metrics", headers=auth).text, "crossrank_requests_in_flight")
+            < 1
+        ):
+            time.sleep(0.02)
+        process.send_signal(signal.SIGTERM)
+        worker.join(120)
+        assert reply["response"].status_code == 200
+        assert len(reply["response"].json()["results"]) == 60
+        # uvicorn re-raises the signal once it has shut down, so a supervisor sees SIGTERM.
+        assert process.wait(60) in (0, -signal.SIGTERM)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    log = process.stdout.read()
+    assert "/v2/rerank" in log and "id=" in log  # requests are logged with their id...
+    assert key not in log  # ...and the key is not
+    assert "Application shutdown complete" in log
+    with httpx.Client() as client:  # and nothing listens any more
+        try:
+            client.get(f"{url}/health", timeout=2)
+            raise AssertionError("still serving after SIGTERM")
+        except httpx.TransportError:
+            pass
+
+
+def test_serve_is_a_crossrank_subcommand_with_safe_defaults(tiny_checkpoint, capsys):
+    seen = {}
+    parse = argparse.ArgumentParser().add_subparsers()
+    add_parser(parse)
+    args = parse.choices["serve"].parse_args([])
+    seen.update(vars(args))
+    assert args.func is serve_command
+    with pytest.raises(SystemExit):  # registered with the crossrank command
+        main(["serve", "--help"])
+    assert "--max-queue" in capsys.readouterr().out
+    assert seen["host"] == "127.0.0.1" and seen["port"] == 8000 and seen["model"] is None
+    assert seen["api_key"] is None and seen["cors_origin"] == []
+    assert model_name(None) == "crossrank-default"
+    assert model_name(str(tiny_checkpoint)) == tiny_checkpoint.name
+    assert model_name("BAAI/bge-reranker-base") == "BAAI/bge-reranker-base"

@@ -1,0 +1,41 @@
+"""The server's per-request encoding is the engine's encoding when no option is set."""
+
+from __future__ import annotations
+
+import pytest
+
+from crossrank import Reranker
+from crossrank.server.encoding import EncodeOptions, encode_request
+
+from .conftest import texts
+
+DOCUMENTS = [*texts(20, seed=5), "", "rank " * 600, "model " * 1500]
+LONG_QUERY = "neural search " * 200  # over the query cap
+
+
+@pytest.mark.parametrize("mode", ["chunk", "truncate"])
+@pytest.mark.parametrize("query", ["neural search", LONG_QUERY])
+def test_no_options_give_exactly_the_engines_features(tiny_checkpoint, mode, query):
+    reranker = Reranker.from_pretrained(tiny_checkpoint, device="cpu", long_documents=mode)
+    encoded = encode_request(reranker.encoder, query, DOCUMENTS)
+    assert encoded.features == reranker.encoder.encode(query, DOCUMENTS)
+    assert encoded.query_capped == (query == LONG_QUERY)
+    if mode == "truncate":
+        assert encoded.truncated == [len(DOCUMENTS) - 2, len(DOCUMENTS) - 1]
+    else:
+        assert encoded.truncated == []  # windows cover every token
+
+
+def test_options_override_the_mode_and_cap_tokens_and_windows(reranker):
+    encoder = reranker.encoder
+    long = "model " * 1500
+    windows = encoder.encode("q", [long])
+    assert len(windows) > 2
+    truncated = encode_request(encoder, "q", [long], EncodeOptions(long_documents="truncate"))
+    assert truncated.features == [windows[0]] and truncated.truncated == [0]
+    two = encode_request(encoder, "q", [long, "short"], EncodeOptions(max_chunks_per_doc=2))
+    assert two.features[:2] == windows[:2] and two.truncated == [0]
+    assert two.tokens == sum(len(f) for f in two.features)
+    capped = encode_request(encoder, "q", [long, "a b"], EncodeOptions(max_tokens_per_doc=3))
+    assert capped.features == encoder.encode("q", ["model model model", "a b"])
+    assert capped.truncated == [0]

@@ -1,0 +1,254 @@
+"""Training: losses, data, learning, reproducibility, resume, saved folder, default model."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import make_checkpoint
+from crossrank import Reranker
+from crossrank.cli import main as cli_main
+from crossrank.engine.batching import collate
+from crossrank.models import load_model
+from crossrank.training.data import load_beir, make_groups, read_run_scores, sample_list
+from crossrank.training.losses import distillation_kl, listwise_softmax_ce, pointwise_bce
+from crossrank.training.train import TrainConfig, train
+
+# ---------------------------------------------------------------- fixtures
+
+TOPICS = ["apple", "river", "guitar", "volcano", "chess", "bread", "comet", "tiger"]
+
+
+@pytest.fixture(scope="module")
+def toy_data(tmp_path_factory) -> Path:
+    """A BEIR folder where a document is relevant iff it mentions the query's topic word."""
+    folder = tmp_path_factory.mktemp("toy")
+    rng = random.Random(0)
+    filler = ["the", "of", "and", "a", "to", "in", "is", "was", "for", "on", "with", "as"]
+    corpus, qrels, runs = [], [], []
+    for qi, topic in enumerate(TOPICS):
+        for di in range(6):
+            words = rng.sample(filler, 6)
+            if di < 2:  # grade 2 and grade 1 documents mention the topic
+                words.insert(rng.randrange(len(words)), topic)
+            else:
+                words.insert(0, TOPICS[(qi + di) % len(TOPICS)] if di == 2 else "")
+            doc_id = f"d{qi}-{di}"
+            corpus.append({"_id": doc_id, "title": "", "text": " ".join(w for w in words if w)})
+            qrels.append(f"q{qi}\t{doc_id}\t{max(0, 2 - di)}")
+            runs.append(f"q{qi} Q0 {doc_id} {di + 1} {10 - di} bm25")
+    (folder / "corpus.jsonl").write_text("\n".join(json.dumps(c) for c in corpus) + "\n")
+    queries = [{"_id": f"q{i}", "text": f"what about {t}"} for i, t in enumerate(TOPICS)]
+    (folder / "queries.jsonl").write_text("\n".join(json.dumps(q) for q in queries) + "\n")
+    (folder / "qrels").mkdir()
+    (folder / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(qrels))
+    (folder / "runs").mkdir()
+    (folder / "runs" / "train.bm25.trec").write_text("\n".join(runs) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory) -> Path:
+    """A tiny random bare encoder (no head), like all-MiniLM-L6-v2 but 32 wide."""
+    folder = make_checkpoint(tmp_path_factory.mktemp("tiny-base"))
+    state = load_file(folder / "model.safetensors")
+    from safetensors.torch import save_file
+
+    bare = {k: v for k, v in state.items() if not k.startswith(("classifier.", "bert.pooler."))}
+    save_file(bare, folder / "model.safetensors")
+    return folder
+
+
+def config(base: Path, data: Path, out: Path, **overrides) -> TrainConfig:
+    options = dict(
+        base=str(base),
+        data=[str(data)],
+        out=str(out),
+        steps=6,
+        groups_per_step=4,
+        micro_groups=2,
+        list_size=4,
+        lr=1e-3,
+        warmup=0.0,
+        max_length=32,
+        query_max_length=8,
+        save_every=2,
+        eval_every=100,
+        threads=1,  # tiny matrices: a second OpenMP thread only adds synchronisation
+    )
+    return TrainConfig(**{**options, **overrides})
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(folder / "model.safetensors")
+
+
+# ---------------------------------------------------------------- losses
+
+
+def test_listwise_ce_matches_cross_entropy_and_ignores_masked_entries():
+    logits = torch.tensor([[2.0, 1.0, 0.5], [0.0, 3.0, -1.0]])
+    expected = torch.nn.functional.cross_entropy(logits, torch.zeros(2, dtype=torch.long))
+    assert torch.allclose(listwise_softmax_ce(logits), expected)
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    padded = logits.clone()
+    padded[0, 2] = 100.0  # a masked entry must not count, however large
+    short = torch.nn.functional.cross_entropy(logits[0:1, :2], torch.zeros(1, dtype=torch.long))
+    full = torch.nn.functional.cross_entropy(logits[1:], torch.zeros(1, dtype=torch.long))
+    assert torch.allclose(listwise_softmax_ce(padded, mask), (short + full) / 2)
+
+
+def test_listwise_ce_is_lower_when_the_positive_scores_highest():
+    assert listwise_softmax_ce(torch.tensor([[5.0, 0.0, 0.0]])) < listwise_softmax_ce(
+        torch.tensor([[0.0, 5.0, 0.0]])
+    )
+
+
+def test_distillation_kl_zero_iff_distributions_match():
+    teacher = torch.tensor([[3.0, 1.0, 0.0, -2.0]])
+    assert distillation_kl(teacher.clone(), teacher).abs() < 1e-6
+    assert distillation_kl(teacher + 7.0, teacher).abs() < 1e-6  # shift-invariant
+    assert distillation_kl(teacher.flip(-1), teacher) > 0.5
+    mask = torch.tensor([[True, True, True, False]])
+    other = teacher.clone()
+    other[0, 3] = 50.0  # masked: ignored by both sides
+    assert distillation_kl(other, teacher, mask).abs() < 1e-6
+
+
+def test_pointwise_bce_uses_soft_graded_targets():
+    logits = torch.tensor([0.0, 0.0])
+    targets = torch.tensor([2 / 3, 0.0])
+    assert torch.allclose(
+        pointwise_bce(logits, targets),
+        torch.nn.functional.binary_cross_entropy(torch.sigmoid(logits), targets),
+    )
+
+
+# ---------------------------------------------------------------- data
+
+
+def test_dl21_train_keeps_graded_labels_and_candidates(data_dir):
+    data = load_beir(data_dir / "trec-dl21", "train")
+    assert len(data.queries) == 53 and all(len(r) == 100 for r in data.run.values())
+    grades = {g for judged in data.qrels.values() for g in judged.values()}
+    assert grades == {0, 1, 2, 3}
+    groups = make_groups(data)
+    rng = random.Random(0)
+    for group in groups[:10]:
+        chosen = sample_list(group, 8, rng)
+        assert chosen is not None and len(chosen) == 8
+        positive, negatives = chosen[0], chosen[1:]
+        assert positive.label >= 1
+        # a negative is judged strictly lower than the positive, or unjudged
+        assert all(n.label is None or n.label < positive.label for n in negatives)
+
+
+def test_test_splits_are_refused(data_dir):
+    with pytest.raises(ValueError, match="test"):
+        load_beir(data_dir / "trec-dl19", "test")
+
+
+def test_bm25_mines_candidates_when_a_set_has_no_run(data_dir):
+    data = load_beir(data_dir / "scifact", "train", depth=20)
+    assert len(data.run) == 809 and all(len(docs) == 20 for docs in data.run.values())
+    # BM25 finds the cited abstract for a good share of claims: these are hard negatives
+    found = sum(any(d in data.qrels[q] for d in docs) for q, docs in data.run.items())
+    assert found / len(data.run) > 0.5
+
+
+def test_teacher_scores_candidates_with_a_bi_encoder(tiny_base, toy_data, tmp_path):
+    from crossrank.training.teacher import main as teacher_main
+
+    out = tmp_path / "toy.train.trec"
+    teacher_main(["--model", str(tiny_base), "--data", str(toy_data), "--out", str(out)])
+    scores = read_run_scores(out)
+    assert set(scores) == {f"q{i}" for i in range(len(TOPICS))}
+    assert all(
+        len(docs) == 6 and all(-20 <= s <= 20 for s in docs.values()) for docs in scores.values()
+    )
+    groups = make_groups(load_beir(toy_data, "train"), scores)
+    assert all(c.teacher is not None for g in groups for c in g.candidates)
+
+
+# ---------------------------------------------------------------- training
+
+
+def test_a_few_steps_reduce_the_loss(tiny_base, toy_data, tmp_path):
+    cfg = config(tiny_base, toy_data, tmp_path / "run", steps=40, lr=3e-3, save_every=100)
+    train(cfg)
+    log = [json.loads(line) for line in (tmp_path / "run" / "training_log.jsonl").open()]
+    first = sum(r["loss"] for r in log[:5]) / 5
+    last = sum(r["loss"] for r in log[-5:]) / 5
+    assert last < 0.7 * first
+
+
+def test_same_seed_gives_identical_weights_and_another_seed_does_not(tiny_base, toy_data, tmp_path):
+    train(config(tiny_base, toy_data, tmp_path / "a", seed=1))
+    train(config(tiny_base, toy_data, tmp_path / "b", seed=1))
+    train(config(tiny_base, toy_data, tmp_path / "c", seed=2))
+    a, b, c = (weights(tmp_path / name) for name in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_resume_continues_identically(tiny_base, toy_data, tmp_path):
+    # dropout on, so resuming must also restore the random state of every step
+    base = make_checkpoint(tmp_path / "drop", hidden_dropout_prob=0.1)
+    train(config(base, toy_data, tmp_path / "whole"))
+    train(config(base, toy_data, tmp_path / "parts", stop_at=3))
+    interrupted = weights(tmp_path / "parts" / "checkpoint")
+    train(config(base, toy_data, tmp_path / "parts", resume=True))
+    whole, parts = weights(tmp_path / "whole"), weights(tmp_path / "parts")
+    assert all(torch.equal(whole[k], parts[k]) for k in whole)
+    assert not all(torch.equal(whole[k], interrupted[k]) for k in whole)
+
+
+def test_cli_trains_with_a_holdout_dev_split_and_saves_a_loadable_folder(
+    tiny_base, toy_data, tmp_path
+):
+    out = tmp_path / "cli"
+    cli_main(
+        ["train", "--base", str(tiny_base), "--data", f"{toy_data}:train@1", "--out", str(out),
+         "--holdout", f"{toy_data.name}=0.25", "--steps", "4", "--eval-every", "2",
+         "--groups-per-step", "2", "--list-size", "3", "--max-length", "32",
+         "--query-max-length", "8", "--save-dtype", "float16", "--threads", "1"]
+    )  # fmt: skip
+    log = [json.loads(line) for line in (out / "training_log.jsonl").open()]
+    assert [r["step"] for r in log if "dev" in r] == [2, 4]
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in out.iterdir()}
+    assert all(t.dtype == torch.float16 for t in weights(out).values())
+
+    from transformers import AutoModelForSequenceClassification
+
+    ours = Reranker.from_pretrained(out)
+    theirs = AutoModelForSequenceClassification.from_pretrained(out, dtype=torch.float32).eval()
+    features = ours.encoder.encode("what about apple", ["an apple a day", "a river runs"])
+    inputs = collate(features, pad_id=0, device=torch.device("cpu"))  # padded: masks matter too
+    with torch.no_grad():
+        expected = theirs(**inputs).logits[:, 0]
+        got = load_model(out)(**inputs)[:, 0]
+    assert torch.allclose(got, expected, atol=1e-4)
+    raw = ours.score("what about apple", ["an apple a day", "a river runs"], raw=True)
+    assert torch.allclose(torch.tensor(raw, dtype=torch.float32), expected, atol=1e-4)
+
+
+# ---------------------------------------------------------------- the shipped model
+
+
+def test_default_model_ranks_a_relevant_passage_first():
+    reranker = Reranker()
+    query = "how do vaccines train the immune system?"
+    documents = [
+        "The 2014 World Cup final was played in Rio de Janeiro's Maracana stadium.",
+        "Vaccines expose the immune system to a harmless piece or weakened form of a pathogen, "
+        "so that it learns to produce antibodies and memory cells against it.",
+        "Sourdough bread is leavened with a culture of wild yeast and lactic acid bacteria.",
+    ]
+    results = reranker.rerank(query, documents)
+    assert results[0].index == 1
+    assert results[0].relevance_score > 0.5 > results[-1].relevance_score
