@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo serve clean
+.PHONY: install test lint demo serve bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,13 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 serve: $(STAMP)
 	$(BIN)/crossrank serve --host "$(HOST)" --port "$(PORT)"
+
+# Speed and memory, measured side by side in one run (prints ratios; see docs/performance.md).
+bench: $(STAMP)
+	$(BIN)/pip install -q -e ".[bench]"
+	mkdir -p out
+	$(BIN)/python benchmarks/rerank_speed.py --json out/rerank_speed.json
+	$(BIN)/python benchmarks/long_context.py --json out/long_context.json --plot out/long_context.png
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -32,15 +32,16 @@ def format_table(report: EvalReport) -> str:
     lines += [f"note: {note}" for note in report.notes]
     names = list(columns)
     header = f"{'metric':<11}" + "".join(f"{name:>26}" for name in names)
-    if report.reranked:
-        header += f"{'delta':>9}"
+    if report.reranked:  # the last column minus the first stage
+        delta = "delta" if len(report.reranked) == 1 else f"delta ({list(report.reranked)[-1]})"
+        header += f"{delta:>17}"
     lines += ["", header]
     first, *_ = columns.values()
     last = list(columns.values())[-1]
     for metric in first:
         row = f"{metric:<11}" + "".join(f"{c[metric]:>26.4f}" for c in columns.values())
         if report.reranked:
-            row += f"{last[metric] - first[metric]:>+9.4f}"
+            row += f"{last[metric] - first[metric]:>+17.4f}"
         lines.append(row)
     return "\n".join(lines)
 

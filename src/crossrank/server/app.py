@@ -1,28 +1,28 @@
-"""The HTTP layer: one internal rerank request, three API dialects as thin adapters over it.
+"""The HTTP layer: three API dialects as thin adapters over one internal rerank request.
 
-Layers, outermost first, each knowing only the next:
+Layers, outermost first, each knowing only the next (as in text-embeddings-inference):
 
-* ``FrontDoor`` (ASGI middleware): request ids, access log, metrics, API key, body size.
-* routes (FastAPI): each dialect's schema, turned into a ``RerankCall`` and back.
-* ``Service.rerank``: limits, tokenization in a thread, the queue, client disconnects.
-* ``Batcher``: one inference thread packing inputs of many requests per model call.
+* ``FrontDoor`` (ASGI middleware, here): request ids, access log, metrics, API key, body size.
+* routes (FastAPI, here): each dialect's schema, turned into a ``RerankCall`` and back.
+* ``Service.rerank`` (``service.py``): limits, tokenization in a thread, the queue,
+  client disconnects.
+* ``Batcher`` (``batcher.py``): one inference thread packing inputs of many requests per
+  model call, over ``Reranker.logits``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
+import hashlib
 import hmac
 import logging
 import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -32,12 +32,10 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from crossrank import __version__
-from crossrank.reranker import Reranker, sigmoid
-from crossrank.server.batcher import Batcher, Job, ShuttingDown
-from crossrank.server.encoding import EncodeOptions, encode_request
+from crossrank.reranker import Reranker
+from crossrank.server.encoding import EncodeOptions
 from crossrank.server.metrics import CONTENT_TYPE, ServerMetrics
 from crossrank.server.schemas import (
-    NOT_BLANK,
     ApiVersion,
     CohereV2RerankRequest,
     CohereV2RerankResponse,
@@ -55,61 +53,25 @@ from crossrank.server.schemas import (
     TeiRerankRequest,
     Usage,
 )
+from crossrank.server.service import (
+    REQUEST_ID,
+    ApiError,
+    ClientGone,
+    Ranked,
+    RerankCall,
+    ServerSettings,
+    Service,
+)
+
+__all__ = ["ApiError", "ServerSettings", "create_app"]
 
 log = logging.getLogger("crossrank.server")
 access_log = logging.getLogger("crossrank.server.access")
 
-REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 # A client may pass its own X-Request-ID to correlate logs; anything else is replaced,
 # so a header cannot inject text into log lines.
 CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-RETRY_AFTER_SECONDS = 1
 QUIET_ROUTES = {"/health", "/metrics"}  # logged at debug level
-NOT_BLANK_TEXT = re.compile(NOT_BLANK["pattern"])  # what the schema promises, checked the same way
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    model_name: str
-    api_key: str | None = None
-    max_documents: int = 1000
-    max_request_tokens: int = 1_048_576  # tokens one request may ask the model to read
-    max_body_bytes: int = 16 * 1024 * 1024
-    max_queue: int = 256  # requests admitted (tokenizing, queued or scoring) at once
-    cors_origins: tuple[str, ...] = ()  # CORS stays off unless origins are named
-
-    def __post_init__(self) -> None:
-        for name in ("max_documents", "max_request_tokens", "max_body_bytes", "max_queue"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
-        if self.api_key is not None and not self.api_key.strip():
-            raise ValueError("the API key is empty")
-
-    def __repr__(self) -> str:  # never print the key, even in a traceback
-        shown = "set" if self.api_key else None
-        return f"ServerSettings(model_name={self.model_name!r}, api_key={shown}, ...)"
-
-
-class ApiError(Exception):
-    """A client error with its status, a stable type, and the field and limit involved."""
-
-    def __init__(
-        self,
-        status: int,
-        error_type: str,
-        message: str,
-        *,
-        field: str | None = None,
-        limit: int | None = None,
-        headers: dict[str, str] | None = None,
-    ):
-        super().__init__(message)
-        self.status = status
-        self.error_type = error_type
-        self.message = message
-        self.field = field
-        self.limit = limit
-        self.headers = headers
 
 
 def error_response(
@@ -125,163 +87,6 @@ def error_response(
         error=message, error_type=error_type, field=field, limit=limit, request_id=REQUEST_ID.get()
     )
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
-
-
-# ---------------------------------------------------------------- the internal request
-
-
-@dataclass(frozen=True)
-class RerankCall:
-    """What every dialect asks for, once its own fields are read."""
-
-    query: str
-    documents: list[str]
-    top_n: int | None = None
-    options: EncodeOptions = field(default_factory=EncodeOptions)
-    refuse_truncation: bool = False  # TEI truncate=false: a 413 rather than a cut
-    documents_field: str = "documents"  # the dialect's name for it, for error messages
-
-
-@dataclass
-class Ranked:
-    order: list[int]  # document indices, best first, at most top_n
-    scores: list[float]  # sigmoid scores, by document index
-    logits: list[float]  # raw scores, by document index
-    tokens: int
-    warnings: list[str] = field(default_factory=list)
-
-
-class Service:
-    """Limits, queueing and scoring, independent of any API dialect."""
-
-    def __init__(self, reranker: Reranker, settings: ServerSettings, metrics: ServerMetrics):
-        self.reranker = reranker
-        self.settings = settings
-        self.metrics = metrics
-        self.batcher = Batcher(
-            reranker.logits,
-            max_batch_tokens=reranker.max_batch_tokens,
-            on_batch=metrics.observe_batch,
-        )
-        metrics.watch(self.batcher)
-        self.admitted = 0  # touched only on the event loop, so no lock
-
-    async def rerank(self, call: RerankCall, request: Request) -> Ranked:
-        settings = self.settings
-        if not NOT_BLANK_TEXT.search(call.query):
-            raise ApiError(400, "empty_query", "query is empty or only whitespace", field="query")
-        if len(call.documents) > settings.max_documents:
-            raise ApiError(
-                413,
-                "too_many_documents",
-                f"{len(call.documents)} {call.documents_field} in one request; "
-                f"the limit is {settings.max_documents}",
-                field=call.documents_field,
-                limit=settings.max_documents,
-            )
-        if self.admitted >= settings.max_queue:
-            raise ApiError(
-                429,
-                "queue_full",
-                f"the server is busy: {self.admitted} requests are already waiting; retry later",
-                limit=settings.max_queue,
-                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-            )
-        self.admitted += 1
-        self.metrics.in_flight.inc()
-        try:
-            return await self._rerank(call, request)
-        finally:
-            self.admitted -= 1
-            self.metrics.in_flight.dec()
-
-    async def _rerank(self, call: RerankCall, request: Request) -> Ranked:
-        encoder = self.reranker.encoder
-        # Tokenizing a thousand documents takes long enough to stall every other client,
-        # so it runs in a worker thread (the tokenizer releases the GIL).
-        encoded = await asyncio.to_thread(
-            encode_request, encoder, call.query, call.documents, call.options
-        )
-        if encoded.tokens > self.settings.max_request_tokens:
-            raise ApiError(
-                413,
-                "too_many_tokens",
-                f"this request needs {encoded.tokens} tokens; the limit is "
-                f"{self.settings.max_request_tokens} per request",
-                field=call.documents_field,
-                limit=self.settings.max_request_tokens,
-            )
-        if call.refuse_truncation and encoded.query_capped:
-            raise ApiError(
-                413,
-                "input_too_long",
-                f"the query has {encoded.query_tokens} tokens; the model reads at most "
-                f"{encoder.query_max_length} (send truncate=true to cut it)",
-                field="query",
-                limit=encoder.query_max_length,
-            )
-        if call.refuse_truncation and encoded.truncated:
-            first = encoded.truncated[0]
-            raise ApiError(
-                413,
-                "input_too_long",
-                f"{len(encoded.truncated)} of the {call.documents_field} (the first at index "
-                f"{first}) are longer than the model reads with this query "
-                f"({encoder.max_length} tokens in all); send truncate=true to cut them",
-                field=f"{call.documents_field}.{first}",
-                limit=encoder.max_length,
-            )
-        try:
-            job = self.batcher.submit(encoded.features)
-        except ShuttingDown:
-            raise ApiError(
-                503,
-                "shutting_down",
-                "the server is shutting down",
-                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-            ) from None
-        logits = await self._wait(job, request)
-        pooled = Reranker.pool(logits, encoded.features, len(call.documents))
-        raw = [float(x) for x in pooled]
-        scores = [sigmoid(x) for x in raw]
-        # Reranker.rerank's order: by score, ties in input order; top_n past the end is all.
-        order = sorted(range(len(scores)), key=lambda i: -scores[i])[: call.top_n]
-        warnings = []
-        if encoded.query_capped:
-            warnings.append(
-                f"the query has {encoded.query_tokens} tokens; only the first "
-                f"{encoder.query_max_length} were read"
-            )
-        if encoded.truncated:
-            shown = ", ".join(map(str, encoded.truncated[:10]))
-            more = ", ..." if len(encoded.truncated) > 10 else ""
-            warnings.append(
-                f"{len(encoded.truncated)} documents were not read in full (indices {shown}{more})"
-            )
-        return Ranked(order, scores, raw, encoded.tokens, warnings)
-
-    async def _wait(self, job: Job, request: Request) -> np.ndarray:
-        """The job's logits; if the client goes away first, its queued inputs are dropped."""
-        disconnected = asyncio.ensure_future(wait_for_disconnect(request))
-        try:
-            done, _ = await asyncio.wait(
-                {job.future, disconnected}, return_when=asyncio.FIRST_COMPLETED
-            )
-        except asyncio.CancelledError:
-            self.batcher.cancel(job)
-            raise
-        finally:
-            disconnected.cancel()
-        if job.future not in done:
-            self.batcher.cancel(job)
-            self.metrics.dropped.labels("client_disconnected").inc()
-            log.info("request %s: client disconnected; dropped from the queue", REQUEST_ID.get())
-            raise ClientGone()
-        return job.future.result()
-
-
-class ClientGone(Exception):
-    """Nobody is left to read the response."""
 
 
 async def wait_for_disconnect(request: Request) -> None:
@@ -313,7 +118,9 @@ class FrontDoor:
         self.app = app
         self.settings = settings
         self.metrics = metrics
-        self.key = settings.api_key.encode() if settings.api_key else None
+        # Compared as SHA-256 digests, so that the comparison's time reveals neither the
+        # key's content (compare_digest) nor its length (digests are all 32 bytes).
+        self.key = hashlib.sha256(settings.api_key.encode()).digest() if settings.api_key else None
         # Metric labels are the app's route paths, never raw paths: a scanner hitting
         # random URLs must not create a time series per URL.
         self.paths = {getattr(route, "path", "") for route in routes}
@@ -346,6 +153,8 @@ class FrontDoor:
                 await rejection(scope, receive, send_with_id)
                 return
             body = await self.read_body(scope, headers, receive)
+            if isinstance(body, Disconnected):
+                return  # the client left mid-body: nobody to answer (logged as 499)
             if isinstance(body, Response):
                 await body(scope, receive, send_with_id)
                 return
@@ -389,7 +198,8 @@ class FrontDoor:
             return None
         scheme, _, given = headers.get(b"authorization", b"").partition(b" ")
         # compare_digest takes as long for a near miss as for a wild guess.
-        if scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self.key):
+        digest = hashlib.sha256(given.strip()).digest()
+        if scheme.lower() == b"bearer" and hmac.compare_digest(digest, self.key):
             return None
         return error_response(
             401,
@@ -400,8 +210,9 @@ class FrontDoor:
 
     async def read_body(
         self, scope: Scope, headers: dict[bytes, bytes], receive: Receive
-    ) -> bytes | Response | None:
-        """The whole body, or a 413 as soon as it is known to be over the limit."""
+    ) -> bytes | Response | Disconnected | None:
+        """The whole body, a 413 as soon as it is known to be over the limit, or
+        ``DISCONNECTED``; None for a method without a body."""
         if scope["method"] not in ("POST", "PUT", "PATCH"):
             return None
         limit = self.settings.max_body_bytes
@@ -419,7 +230,7 @@ class FrontDoor:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return None  # nothing to answer; the app will see the disconnect
+                return DISCONNECTED
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
@@ -427,6 +238,13 @@ class FrontDoor:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+
+class Disconnected:
+    """``read_body``'s answer when the client left before the body was complete."""
+
+
+DISCONNECTED = Disconnected()
 
 
 def replay(body: bytes | None, receive: Receive) -> Receive:
@@ -563,6 +381,13 @@ def create_app(reranker: Reranker, settings: ServerSettings) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        if error.status_code == 400:
+            # FastAPI's own 400, raised when the body cannot be decoded at all (bytes that
+            # are not UTF-8); the routes never raise HTTPException. The same 422 as any
+            # other body that is not JSON, as documented.
+            return error_response(
+                422, "invalid_json", "the body is not JSON text (UTF-8)", field="body"
+            )
         kinds = {404: "not_found", 405: "method_not_allowed"}
         return error_response(
             error.status_code,
@@ -601,7 +426,7 @@ def create_app(reranker: Reranker, settings: ServerSettings) -> FastAPI:
                 max_chunks_per_doc=body.max_chunks_per_doc,
             ),
         )
-        ranked = await service.rerank(call, request)
+        ranked = await service.rerank(call, lambda: wait_for_disconnect(request))
         results = [
             JinaResult(
                 index=i,
@@ -633,7 +458,7 @@ def create_app(reranker: Reranker, settings: ServerSettings) -> FastAPI:
             body.top_n,
             EncodeOptions(max_tokens_per_doc=body.max_tokens_per_doc),
         )
-        ranked = await service.rerank(call, request)
+        ranked = await service.rerank(call, lambda: wait_for_disconnect(request))
         return CohereV2RerankResponse(
             id=REQUEST_ID.get(),
             results=[
@@ -658,7 +483,7 @@ def create_app(reranker: Reranker, settings: ServerSettings) -> FastAPI:
             refuse_truncation=body.truncate is False,
             documents_field="texts",
         )
-        ranked = await service.rerank(call, request)
+        ranked = await service.rerank(call, lambda: wait_for_disconnect(request))
         values = ranked.logits if body.raw_scores else ranked.scores
         # Sorted by the score returned, which for raw scores can break sigmoid's ties.
         order = sorted(ranked.order, key=lambda i: -values[i])

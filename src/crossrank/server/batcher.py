@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import threading
 import time
@@ -28,6 +30,24 @@ import numpy as np
 from crossrank.engine.tokenization import PairFeatures
 
 log = logging.getLogger(__name__)
+
+
+def glibc_malloc_trim() -> Callable[[], object] | None:
+    """glibc's ``malloc_trim(0)``, or None where the C library is not glibc."""
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    return lambda: trim(0)
+
+
+# Each model call allocates and frees activations of a different shape. glibc keeps the
+# freed memory in its heap rather than returning it, so resident memory climbs with every
+# new shape (measured: +200 MB over 8 calls of 8192 tokens, on a 350 MB process) though
+# nothing leaks. Trimming after a call gives it back; at most once a second, or when the
+# queue empties, so that fast (GPU) steps do not pay for it each time.
+TRIM_INTERVAL_S = 1.0
 
 
 class ShuttingDown(RuntimeError):
@@ -78,13 +98,17 @@ class Batcher:
         *,
         max_batch_tokens: int,
         on_batch: Callable[[BatchStats], None] | None = None,
+        release_memory: Callable[[], object] | None = None,
     ):
-        """``logits`` scores model inputs in input order (``Reranker.logits``)."""
+        """``logits`` scores model inputs in input order (``Reranker.logits``);
+        ``release_memory`` (``glibc_malloc_trim()``) returns freed heap memory to the OS."""
         if max_batch_tokens < 1:
             raise ValueError(f"max_batch_tokens must be at least 1, not {max_batch_tokens}")
         self._logits = logits
         self.max_batch_tokens = max_batch_tokens
         self._on_batch = on_batch
+        self._release_memory = release_memory
+        self._released = time.monotonic()
         self._queue: deque[Job] = deque()
         self._cond = threading.Condition()
         self._stopping = False
@@ -172,6 +196,19 @@ class Batcher:
             except Exception:  # the thread must outlive any one step, or every request hangs
                 log.exception("inference step failed")
                 self._fail(step, RuntimeError("inference step failed"))
+            self._trim()
+
+    def _trim(self) -> None:
+        now = time.monotonic()
+        if self._release_memory is None:
+            return
+        if now - self._released < TRIM_INTERVAL_S and self._queue:
+            return
+        self._released = now
+        try:
+            self._release_memory()
+        except Exception:  # only memory housekeeping: never worth failing a request for
+            log.exception("releasing freed memory failed")
 
     def _score(self, step: list[tuple[Job, int, int]]) -> None:
         features = [f for job, start, end in step for f in job.features[start:end]]

@@ -30,7 +30,8 @@ def serve_command(args: argparse.Namespace) -> None:
     import uvicorn
 
     from crossrank import Reranker
-    from crossrank.server.app import ServerSettings, create_app
+    from crossrank.server.app import create_app
+    from crossrank.server.service import ServerSettings
 
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
@@ -43,6 +44,7 @@ def serve_command(args: argparse.Namespace) -> None:
         api_key=api_key,
         max_documents=args.max_documents,
         max_request_tokens=args.max_request_tokens,
+        max_request_chars=args.max_request_chars,
         max_body_bytes=args.max_body_bytes,
         max_queue=args.max_queue,
         cors_origins=tuple(args.cors_origin),
@@ -123,6 +125,13 @@ def add_parser(subparsers) -> None:
         type=positive,
         default=1_048_576,
         help="tokens one request may ask the model to read (default: 1048576)",
+    )
+    parser.add_argument(
+        "--max-request-chars",
+        type=positive,
+        default=4 * 1024 * 1024,
+        help="characters in one request's query and documents, refused before tokenizing "
+        "(default: 4194304)",
     )
     parser.add_argument(
         "--max-body-bytes",

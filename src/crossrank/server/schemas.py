@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
+from crossrank.server.service import NOT_BLANK_PATTERN
+
 
 def whole_number(value: object) -> object:
     # JSON Schema counts 3.0 as an integer, and so do some JSON encoders; strict pydantic
@@ -37,7 +39,7 @@ Text = Annotated[str, AfterValidator(encodable)]
 # A blank query is refused with a 400 (not pydantic's 422) by the service; the schema
 # still says so, so that clients and schema-driven tests know.
 QUERY_DESCRIPTION = "The search query; a blank one is refused (400)."
-NOT_BLANK = {"pattern": r"\S"}
+NOT_BLANK = {"pattern": NOT_BLANK_PATTERN}
 
 
 class StrictRequest(BaseModel):
