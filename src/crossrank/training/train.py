@@ -105,9 +105,10 @@ def init_model(base: str | Path) -> Bert:
     config_cls, model_cls, prefix = FAMILIES[family_of(raw)]
     config = config_cls.from_dict({**raw, "num_labels": 1})
     model = model_cls(config, head=True)
-    for module in (model.pooler.dense, model.classifier):  # BERT's own initialisation
-        torch.nn.init.normal_(module.weight, std=0.02)
-        torch.nn.init.zeros_(module.bias)
+    for name, module in model.named_modules():  # a new head gets BERT's own initialisation
+        if name.startswith(("pooler", "classifier")) and isinstance(module, torch.nn.Linear):
+            torch.nn.init.normal_(module.weight, std=0.02)
+            torch.nn.init.zeros_(module.bias)
     state = normalise_keys(read_state_dict(base), prefix)
     own = model.state_dict()
     usable = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
