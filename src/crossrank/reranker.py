@@ -34,8 +34,8 @@ def default_model_path() -> Path:
     path = Path(str(resources.files("crossrank") / "default_model"))
     if not (path / "config.json").is_file():
         raise FileNotFoundError(
-            f"this crossrank installation has no default model at {path}; "
-            "pass a checkpoint: Reranker.from_pretrained('path/or/hub-id')"
+            f"this crossrank installation has no default model at {path}; pass a checkpoint "
+            "folder or hub id (Python: Reranker('path/or/hub-id'); CLI: --model PATH)"
         )
     return path
 
