@@ -37,7 +37,8 @@ BATCH = 32  # the default batch size of CrossEncoder.predict
 def sentence_transformers_scorer(path, device: str) -> Scorer:
     from sentence_transformers import CrossEncoder
 
-    model = CrossEncoder(str(path), device=device)
+    # fp32 explicitly: transformers would otherwise keep the dtype of fp16 checkpoints
+    model = CrossEncoder(str(path), device=device, model_kwargs={"dtype": torch.float32})
     identity = torch.nn.Identity()
 
     def score(query, documents):
@@ -53,7 +54,8 @@ def transformers_scorer(path, device: str) -> Scorer:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path).eval().to(device)
+    model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
+    model = model.eval().to(device)
 
     @torch.inference_mode()
     def score(query, documents):

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from crossrank.server import service as service_module
-from server.conftest import gated, metric, running, texts
+from server.conftest import gated, metric, running, texts, wait_until_healthy
 
 QUERY = "neural reranking"
 
@@ -213,16 +213,7 @@ def test_sigterm_under_load_answers_every_request_in_flight(tiny_checkpoint):
         text=True,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, process.stdout.read()
-            try:
-                if httpx.get(f"{url}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.2)
+        wait_until_healthy(process, url)
 
         clients = 24
         bodies = [

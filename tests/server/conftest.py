@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
@@ -103,6 +105,20 @@ def reranker(tiny_checkpoint: Path) -> Reranker:
 def server(reranker: Reranker) -> Iterator[ServerUrl]:
     with running(reranker) as url:
         yield url
+
+
+def wait_until_healthy(process: subprocess.Popen, url: str, timeout: float = 60) -> None:
+    """Wait for a ``crossrank serve`` subprocess to answer /health."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert process.poll() is None, process.stdout.read()
+        try:
+            if httpx.get(f"{url}/health").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.2)
 
 
 def metric(text: str, name: str) -> float:

@@ -17,7 +17,7 @@ import pytest
 from crossrank.cli import main
 from crossrank.server.cli import add_parser, model_name, serve_command
 
-from .conftest import metric
+from .conftest import metric, wait_until_healthy
 
 
 def free_port() -> int:
@@ -40,16 +40,7 @@ def test_sigterm_finishes_in_flight_requests_then_exits(tiny_checkpoint):
     )  # fmt: skip
     auth = {"Authorization": f"Bearer {key}"}
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, process.stdout.read()
-            try:
-                if httpx.get(f"{url}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.2)
+        wait_until_healthy(process, url)
 
         reply = {}
         documents = ["search rank model " * 150] * 60  # a second or more of work
