@@ -164,10 +164,14 @@ class Reranker:
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]], raw: bool = False) -> list[float]:
         """Scores for (query, document) pairs of different queries, batched together."""
+        documents = check_documents([document for _, document in pairs])
+        positions_by_query: dict[str, list[int]] = {}
+        for position, (query, _) in enumerate(pairs):
+            positions_by_query.setdefault(check_query(query), []).append(position)
         features: list[PairFeatures] = []
-        for position, (query, document) in enumerate(pairs):
-            for f in self.encoder.encode(check_query(query), check_documents([document])):
-                features.append(PairFeatures(f.input_ids, f.token_type_ids, position))
+        for query, positions in positions_by_query.items():  # each query tokenised once
+            for f in self.encoder.encode(query, [documents[p] for p in positions]):
+                features.append(PairFeatures(f.input_ids, f.token_type_ids, positions[f.document]))
         logits = self.pool(self.logits(features), features, len(pairs))
         return [float(x) if raw else sigmoid(x) for x in logits]
 
