@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo serve bench clean
+.PHONY: install test lint demo serve bench bench-batch clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,12 @@ bench: $(STAMP)
 	mkdir -p out
 	$(BIN)/python benchmarks/rerank_speed.py --json out/rerank_speed.json
 	$(BIN)/python benchmarks/long_context.py --json out/long_context.json --plot out/long_context.png
+
+# `crossrank batch` on a local Ray instance: pairs/s for 1 and 2 replicas, and the driver's
+# peak memory streaming DL19's pairs and 10x as many (see docs/scale-out.md).
+bench-batch: $(STAMP)
+	mkdir -p out
+	$(BIN)/python benchmarks/batch.py --json out/batch.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -14,7 +15,12 @@ from crossrank.models import load_model, save_model
 from crossrank.models.bert import Bert
 from crossrank.reranker import default_model_path
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# BEIR folders (trec-dl19, ...); CROSSRANK_BENCH_DATA points elsewhere (e.g. on a GPU machine
+# that has only a copy of trec-dl19).
+DATA = Path(
+    os.environ.get("CROSSRANK_BENCH_DATA")
+    or Path(__file__).resolve().parents[2] / "shared" / "data"
+)
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -45,10 +51,10 @@ def benchmark_checkpoint(model: str | None) -> tuple[Path, str]:
 
 
 def dl19(
-    query_count: int | None = None,
+    query_count: int | None = None, data: str | Path | None = None
 ) -> tuple[Dataset, list[tuple[str, str, list[str], list[str]]]]:
     """DL19 and, per query: (id, text, candidate ids, candidate texts) of its BM25 top 100."""
-    dataset = load_dataset(DATA / "trec-dl19", "test")
+    dataset = load_dataset(Path(data or DATA) / "trec-dl19", "test")
     run = read_run(dataset.run_path("bm25"))
     workload = []
     for qid in sorted(run)[:query_count]:

@@ -33,22 +33,25 @@ QUERY_TOKENS = 512
 
 def eager_full_bias_attention(q, k, v, bias, slopes=None, dropout_p=0.0):
     """Textbook attention: the whole (batch, heads, L, L) score matrix at once."""
-    length = q.shape[2]
-    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]) + bias
+    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    if bias is not None:
+        scores = scores + bias
     if slopes is not None:
-        position = torch.arange(length)
-        alibi = -slopes[:, None, None] * (position[:, None] - position[None, :]).abs()
+        rows = torch.arange(q.shape[2], device=q.device)
+        columns = torch.arange(k.shape[2], device=q.device)
+        distance = (rows[:, None] - columns[None, :]).abs()
+        alibi = -slopes.to(q.device)[:, None, None] * distance
         scores = scores + alibi
     return scores.softmax(-1) @ v
 
 
 def measure(impl: str, length: int, threads: int, device: str, queue) -> None:
     torch.set_num_threads(threads)
-    from crossrank.models import bert
+    from crossrank.models import attention
     from crossrank.models.jinabert import JinaBert, JinaBertConfig
 
     if impl == "eager":
-        bert.attention = eager_full_bias_attention
+        attention.attention = eager_full_bias_attention
     torch.manual_seed(0)
     model = JinaBert(JinaBertConfig(**BASE_SHAPE)).eval().to(device)
     loaded_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -91,7 +94,7 @@ def run(impl: str, length: int, threads: int, device: str) -> dict:
     return queue.get()
 
 
-def plot(results: list[dict], path: str) -> None:
+def plot(results: list[dict], path: str, device: str = "CPU") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -103,13 +106,14 @@ def plot(results: list[dict], path: str) -> None:
         lengths = [r["length"] for r in rows]
         left.plot(lengths, [r["seconds"] for r in rows], marker="o", label=impl)
         right.plot(lengths, [r["peak_rss_mb"] / 1024 for r in rows], marker="o", label=impl)
-    for axis, label in ((left, "seconds per pair"), (right, "peak RSS (GB)")):
+    memory = "peak GPU memory (GB)" if device == "CUDA" else "peak RSS (GB)"
+    for axis, label in ((left, "seconds per pair"), (right, memory)):
         axis.set_xlabel("pair length (tokens)")
         axis.set_ylabel(label)
         axis.set_xscale("log", base=2)
         axis.grid(alpha=0.3)
         axis.legend()
-    figure.suptitle("Base-shape JinaBERT, one pair, CPU")
+    figure.suptitle(f"Base-shape JinaBERT, one pair, {device}")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
 
@@ -146,7 +150,7 @@ def main() -> None:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
     if args.plot:
-        plot(results, args.plot)
+        plot(results, args.plot, args.device.upper())
 
 
 if __name__ == "__main__":

@@ -5,14 +5,17 @@ interleaved query by query so that machine noise hits them alike:
 
 - sentence-transformers ``CrossEncoder.predict`` (batches of 32 in input order, fp32);
 - ``transformers`` AutoModelForSequenceClassification, batches of 32, fp32;
-- crossrank fp32 (length-sorted token-budget batches) and crossrank int8.
+- crossrank fp32 (length-sorted token-budget batches), and its reduced-precision paths:
+  on CPU bf16 weights (fast where the CPU has bf16 dot products: AVX512-BF16 or AMX)
+  and int8 dynamic quantisation; on CUDA bf16 autocast (crossrank's CUDA default).
 
 Workload A: 10 TREC DL19 queries x their 100 BM25 candidates (real, mixed lengths).
 Workload B: 100 pairs of 256 tokens. Ratios are against sentence-transformers.
 Also checks that crossrank fp32 scores equal sentence-transformers' (max |diff| of
-logits) and that int8 keeps nDCG@10 on all of DL19 within 0.01 of fp32.
+logits) and how far each reduced-precision path moves nDCG@10 on all of DL19 from fp32
+(the bound for a usable fast path: 0.01).
 
-    python benchmarks/rerank_speed.py [--model PATH] [--repeats 3] [--json OUT]
+    python benchmarks/rerank_speed.py [--model PATH] [--repeats 3] [--threads N] [--json OUT]
 """
 
 from __future__ import annotations
@@ -81,6 +84,13 @@ def crossrank_scorer(path, device: str, dtype: str | None) -> Scorer:
     return lambda query, documents: np.asarray(reranker.score(query, documents, raw=True))
 
 
+def fast_paths(device: str) -> dict[str, str | None]:
+    """crossrank's reduced-precision systems on this device: name -> dtype."""
+    if device == "cpu":
+        return {"crossrank bf16": "bfloat16", "crossrank int8": "int8"}
+    return {"crossrank bf16 autocast": None}  # the CUDA default
+
+
 def uniform_workload(workload, tokens: int = 256, pairs: int = 100):
     """A query and ``pairs`` documents that each make a pair of about ``tokens`` tokens."""
 
@@ -131,33 +141,47 @@ def time_systems(systems: dict[str, Scorer], calls, repeats: int, label: str):
 
 
 def matmul_peak() -> dict[str, float]:
-    """Measured GFLOP/s of a large fp32 matrix product and of an int8 dynamic Linear."""
+    """Measured GFLOP/s of a large matrix product in fp32, in bf16 and as an int8 dynamic
+    Linear, each run alone."""
     from crossrank.engine.runtime import quantise_linear_layers
 
     x = torch.randn(2048, 2048)
     fp32 = torch.nn.Linear(2048, 2048, bias=False)
     int8 = quantise_linear_layers(torch.nn.Sequential(fp32))
+    bf16 = torch.nn.Linear(2048, 2048, bias=False, dtype=torch.bfloat16)
     peaks = {}
     with torch.inference_mode():
-        for name, layer in (("fp32", fp32), ("int8", int8)):
-            layer(x)
+        for name, layer, inputs in (
+            ("fp32", fp32, x),
+            ("int8", int8, x),
+            ("bf16", bf16, x.bfloat16()),
+        ):
+            layer(inputs)
             times = []
             for _ in range(5):
                 start = time.perf_counter()
-                layer(x)
+                layer(inputs)
                 times.append(time.perf_counter() - start)
             peaks[name] = 2 * 2048**3 / statistics.median(times) / 1e9
     return peaks
 
 
+def peak_for(name: str, peaks: dict) -> float:
+    return peaks["int8"] if "int8" in name else peaks["bf16"] if "bf16" in name else peaks["fp32"]
+
+
 def useful_flops(config, lengths: list[int]) -> float:
-    """FLOPs of the unpadded pairs: the matrix products of every layer, attention included."""
-    hidden, inter = config.hidden_size, config.intermediate_size
+    """FLOPs of the matrix products (attention included) that the logits need: every layer
+    on the unpadded pairs, except that the head reads the first token alone, so the last
+    layer needs keys and values of every token but the rest for that token only."""
+    hidden, inter, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
     per_token = 2 * (4 * hidden * hidden + 2 * hidden * inter)  # q, k, v, output; feed-forward
+    key_value = 2 * 2 * hidden * hidden
     total = 0.0
     for n in lengths:
-        total += n * per_token + 2 * 2 * n * n * hidden  # + q kᵀ and probabilities · v
-    return total * config.num_hidden_layers
+        total += (layers - 1) * (n * per_token + 2 * 2 * n * n * hidden)  # + q kᵀ, probs · v
+        total += n * key_value + (per_token - key_value) + 2 * 2 * n * hidden
+    return total
 
 
 def print_table(title: str, results: dict, baseline: str, flops: float, peaks: dict) -> None:
@@ -170,7 +194,7 @@ def print_table(title: str, results: dict, baseline: str, flops: float, peaks: d
         ratio = r["pairs_per_s"] / results[baseline]["pairs_per_s"]
         r["speedup"] = ratio
         r["gflops"] = r["pairs_per_s"] * flops / r["pairs"] / 1e9
-        r["of_peak"] = r["gflops"] / peaks["int8" if "int8" in name else "fp32"]
+        r["of_peak"] = r["gflops"] / peak_for(name, peaks)
         print(
             f"{name:<34} {r['pairs_per_s']:>9.1f} {r['p50_ms']:>8.0f} {r['p95_ms']:>8.0f}"
             f" {ratio:>8.2f}x {r['gflops']:>8.1f} {r['of_peak']:>8.0%}"
@@ -184,7 +208,8 @@ def ndcg_at_10(scorer: Scorer, dataset, workload) -> float:
     for qid, query, ids, texts in tqdm(workload, desc="DL19 nDCG@10", unit="query"):
         run[qid] = dict(zip(ids, map(float, scorer(query, texts)), strict=True))
     convention = convention_for("trec-dl19")
-    return evaluate(run, dataset.qrels, convention.relevance_level)["nDCG@10"]
+    qrels = {qid: dataset.qrels[qid] for qid in run}  # a subset: the mean over its queries
+    return evaluate(run, qrels, convention.relevance_level)["nDCG@10"]
 
 
 def main() -> None:
@@ -192,17 +217,23 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", help="checkpoint folder (default: the bundled model)")
+    parser.add_argument("--data", help="folder holding trec-dl19/ (default: ../shared/data)")
     parser.add_argument("--queries", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--skip-ndcg", action="store_true", help="skip the full-DL19 nDCG check")
+    parser.add_argument(
+        "--ndcg-queries", type=int, default=None, help="nDCG over the first N queries (all: 43)"
+    )
     parser.add_argument("--json", help="write all figures here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     path, description = benchmark_checkpoint(args.model)
     print(f"checkpoint: {description} ({path})")
     print(f"device: {args.device}; threads: {args.threads}; torch {torch.__version__}")
+    if args.device == "cuda":
+        print(f"GPU: {torch.cuda.get_device_name()}")
 
     device = args.device
     systems = {
@@ -210,10 +241,11 @@ def main() -> None:
         "transformers (batch 32)": transformers_scorer(path, device),
         "crossrank fp32": crossrank_scorer(path, device, "float32"),
     }
-    fast = "crossrank int8" if device == "cpu" else "crossrank bf16 autocast"
-    systems[fast] = crossrank_scorer(path, device, "int8" if device == "cpu" else None)
+    fast = fast_paths(device)
+    for name, dtype in fast.items():
+        systems[name] = crossrank_scorer(path, device, dtype)
     baseline = "sentence-transformers CrossEncoder"
-    dataset, workload = dl19()
+    dataset, workload = dl19(data=args.data)
     calls_a = [(query, texts) for _, query, _, texts in workload[: args.queries]]
 
     diffs = [
@@ -222,7 +254,8 @@ def main() -> None:
     max_diff = float(max(diffs))
     print(f"max |logit difference|, crossrank fp32 vs sentence-transformers, A: {max_diff:.2e}")
 
-    peaks = matmul_peak() if device == "cpu" else {"fp32": float("nan"), "int8": float("nan")}
+    nan = float("nan")
+    peaks = matmul_peak() if device == "cpu" else {"fp32": nan, "bf16": nan, "int8": nan}
     print("measured matmul peak, GFLOP/s:", {k: round(v, 1) for k, v in peaks.items()})
     reranker = Reranker.from_pretrained(path, device="cpu")
 
@@ -232,7 +265,9 @@ def main() -> None:
 
     report = {
         "checkpoint": description,
+        "device": device if device == "cpu" else torch.cuda.get_device_name(),
         "threads": args.threads,
+        "torch": torch.__version__,
         "max_abs_logit_diff": max_diff,
         "matmul_peak_gflops": peaks,
     }
@@ -246,13 +281,14 @@ def main() -> None:
     print_table("Workload B: 100 pairs of 256 tokens", report["B"], baseline, flops(calls_b), peaks)
 
     if not args.skip_ndcg:
+        judged = workload[: args.ndcg_queries]
         report["ndcg@10"] = {
-            name: ndcg_at_10(systems[name], dataset, workload) for name in ("crossrank fp32", fast)
+            name: ndcg_at_10(systems[name], dataset, judged) for name in ("crossrank fp32", *fast)
         }
-        print(
-            "\nDL19 nDCG@10 (all 43 queries):",
-            {k: round(v, 4) for k, v in report["ndcg@10"].items()},
-        )
+        reference = report["ndcg@10"]["crossrank fp32"]
+        print(f"\nDL19 nDCG@10 ({len(judged)} queries, BM25 top 100):")
+        for name, value in report["ndcg@10"].items():
+            print(f"  {name:<32} {value:.4f}  ({value - reference:+.4f} vs fp32)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)

@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from crossrank.batch.cli import add_parser as add_batch_parser
 from crossrank.engine.hub import CheckpointNotFoundError
 from crossrank.evaluation.cli import add_parser as add_eval_parser
 from crossrank.models import CheckpointError
@@ -95,6 +96,7 @@ COMMANDS = [
     add_search_parser,
     add_serve_parser,
     add_train_parser,
+    add_batch_parser,
 ]
 
 

@@ -46,8 +46,17 @@ def padded_batch(lengths, vocab, pad_id, seed=0):
     return ids, mask, types
 
 
+@pytest.fixture(params=["per-row", "padded"])
+def attention_layout(request, monkeypatch):
+    """Both ways attention runs: row by row on packed tokens (CPU) and on the padded
+    batch with a bias (CUDA), here both on the CPU."""
+    if request.param == "padded":
+        monkeypatch.setattr(attention_module, "PER_ROW_DEVICES", ())
+    return request.param
+
+
 @pytest.mark.parametrize("bin_format", [False, True])
-def test_bert_matches_transformers(tmp_path, bin_format):
+def test_bert_matches_transformers(tmp_path, bin_format, attention_layout):
     config = transformers.BertConfig(vocab_size=200, max_position_embeddings=64, **SMALL)
     torch.manual_seed(0)
     reference = transformers.BertForSequenceClassification(config).eval()
@@ -63,7 +72,7 @@ def test_bert_matches_transformers(tmp_path, bin_format):
     torch.testing.assert_close(actual, expected, atol=TOLERANCE, rtol=0)
 
 
-def test_xlm_roberta_matches_transformers(tmp_path):
+def test_xlm_roberta_matches_transformers(tmp_path, attention_layout):
     config = transformers.XLMRobertaConfig(
         vocab_size=200, max_position_embeddings=66, pad_token_id=1, type_vocab_size=1, **SMALL
     )
@@ -178,7 +187,9 @@ def reference_jinabert_logit(w: dict, config: JinaBertConfig, ids, types) -> flo
 
 @pytest.mark.parametrize("feed_forward_type", ["geglu", "reglu"])
 @pytest.mark.parametrize("prefixed", [True, False])
-def test_jinabert_matches_reference(tmp_path, feed_forward_type, prefixed, monkeypatch):
+def test_jinabert_matches_reference(
+    tmp_path, feed_forward_type, prefixed, monkeypatch, attention_layout
+):
     config = JinaBertConfig(vocab_size=300, feed_forward_type=feed_forward_type, **SMALL)
     torch.manual_seed(1)
     model = JinaBert(config)
@@ -214,3 +225,28 @@ def test_alibi_bias_is_built_for_the_batch_not_the_maximum_length():
     model = JinaBert(JinaBertConfig(vocab_size=100, max_position_embeddings=8192, **SMALL))
     buffers = sum(b.numel() for b in model.buffers())
     assert buffers == SMALL["num_attention_heads"] * SMALL["num_hidden_layers"]  # slopes only
+
+
+@pytest.mark.parametrize("family", [JinaBert, None])
+def test_first_token_only_last_layer_matches_the_full_encoder(attention_layout, family):
+    """forward computes the last layer for [CLS] alone; it must equal the full encoder's
+    first position, and inputs that are not right-padded take the full path."""
+    torch.manual_seed(2)
+    if family is None:
+        from crossrank.models.bert import Bert, BertConfig
+
+        model = Bert(BertConfig(vocab_size=200, max_position_embeddings=64, **SMALL)).eval()
+    else:
+        model = family(JinaBertConfig(vocab_size=200, **SMALL)).eval()
+    ids, mask, types = padded_batch([5, 17, 64, 30], vocab=200, pad_id=0)
+    with torch.no_grad():
+        full = model.encode(ids, mask, types)
+        first = model.encode(ids, mask, types, first_only=True)
+        torch.testing.assert_close(first, full[:, :1], atol=1e-5, rtol=0)
+        torch.testing.assert_close(model(ids, mask, types), model.classify(full))
+        left = mask.flip(1)  # left padding: not what collate builds, still correct
+        left_ids, left_types = ids.flip(1), types.flip(1)
+        torch.testing.assert_close(
+            model.encode(left_ids, left, left_types, first_only=True),
+            model.encode(left_ids, left, left_types)[:, :1],
+        )

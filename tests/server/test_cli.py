@@ -96,3 +96,16 @@ def test_serve_is_a_crossrank_subcommand_with_safe_defaults(tiny_checkpoint, cap
     assert model_name(None) == "crossrank-default"
     assert model_name(str(tiny_checkpoint)) == tiny_checkpoint.name
     assert model_name("BAAI/bge-reranker-base") == "BAAI/bge-reranker-base"
+
+
+def test_serve_exposes_the_speed_settings():
+    parse = argparse.ArgumentParser().add_subparsers()
+    add_parser(parse)
+    serve = parse.choices["serve"]
+    args = serve.parse_args(["--dtype", "bfloat16", "--threads", "2", "--max-batch-tokens", "4096"])
+    assert (args.dtype, args.threads, args.max_batch_tokens) == ("bfloat16", 2, 4096)
+    assert serve.parse_args(["--dtype", "int8"]).dtype == "int8"
+    defaults = serve.parse_args([])
+    assert defaults.dtype is None and defaults.threads is None
+    with pytest.raises(SystemExit):
+        serve.parse_args(["--dtype", "int4"])

@@ -164,15 +164,42 @@ def test_bm25_mines_candidates_when_a_set_has_no_run(data_dir):
 def test_teacher_scores_candidates_with_a_bi_encoder(tiny_base, toy_data, tmp_path):
     from crossrank.training.teacher import main as teacher_main
 
-    out = tmp_path / "toy.train.trec"
-    teacher_main(["--model", str(tiny_base), "--data", str(toy_data), "--out", str(out)])
-    scores = read_run_scores(out)
+    teacher_main(["--model", str(tiny_base), "--data", str(toy_data), "--out", str(tmp_path)])
+    scores = read_run_scores(tmp_path / f"{toy_data.name}.train.trec")
     assert set(scores) == {f"q{i}" for i in range(len(TOPICS))}
     assert all(
         len(docs) == 6 and all(-20 <= s <= 20 for s in docs.values()) for docs in scores.values()
     )
     groups = make_groups(load_beir(toy_data, "train"), scores)
     assert all(c.teacher is not None for g in groups for c in g.candidates)
+
+
+def test_teacher_encodes_each_text_once_and_caching_changes_nothing(tiny_base):
+    from crossrank.training.teacher import BiEncoder
+
+    texts = ["a river of words", "chess and bread", "a river of words", "comet"]
+    cached = BiEncoder(tiny_base)
+    first = cached.encode(texts[:2], progress=False)
+    both = cached.encode(texts, progress=False)
+    assert len(cached.cache) == 3
+    assert torch.equal(both[:2], first) and torch.equal(both[2], both[0])
+    fresh = BiEncoder(tiny_base).encode(texts[2:], progress=False)
+    torch.testing.assert_close(fresh, both[2:], atol=1e-5, rtol=0)
+
+
+def test_borrowed_queries_ask_training_questions_of_another_sets_passages(toy_data, tmp_path):
+    from crossrank.training.borrow import borrow
+
+    out = borrow([str(toy_data)], [f"{toy_data}@3"], tmp_path / "borrowed", depth=2)
+    data = load_beir(out, "train")
+    assert not data.qrels  # unlabelled: only a teacher can teach through it
+    pool = {d for q in TOPICS for d in (f"d{TOPICS.index(q)}-{i}" for i in range(3))}
+    assert set(data.corpus) == pool
+    assert len(data.queries) == len(TOPICS) and all(len(d) == 2 for d in data.run.values())
+    # BM25 over the pool puts a passage that mentions the question's topic first
+    assert all(data.queries[q].split()[-1] in data.corpus[docs[0]] for q, docs in data.run.items())
+    with pytest.raises(ValueError, match="refusing to train"):
+        borrow([f"{toy_data}:test"], [str(toy_data)], tmp_path / "x")
 
 
 # ---------------------------------------------------------------- training

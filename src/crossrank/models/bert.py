@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from crossrank.models.attention import TokenLayout, alibi_slopes, attention, padding_bias
+from crossrank.models.attention import TokenLayout, alibi_slopes, padding_bias
 
 ACTIVATIONS = {
     "gelu": F.gelu,
@@ -83,15 +83,20 @@ class QueryKeyValue(nn.Module):
         self.key = nn.Linear(config.hidden_size, config.hidden_size)
         self.value = nn.Linear(config.hidden_size, config.hidden_size)
 
-    def forward(self, x):
-        """(tokens, 3 * hidden): one matrix product instead of three when the layers are
-        plain Linear (quantised layers keep their own kernels)."""
+    def forward(self, x, query_rows: Tensor | None = None):
+        """q, k, v of the packed tokens x (tokens, hidden); with ``query_rows`` the queries
+        of those rows of x alone. Plain Linear layers run as one matrix product (quantised
+        layers keep their own kernels)."""
         layers = (self.query, self.key, self.value)
+        if query_rows is not None:
+            q, layers = self.query(x.index_select(0, query_rows)), layers[1:]
         if all(type(layer) is nn.Linear for layer in layers):
             weight = torch.cat([layer.weight for layer in layers])
             bias = torch.cat([layer.bias for layer in layers])
-            return F.linear(x, weight, bias)
-        return torch.cat([layer(x) for layer in layers], dim=-1)
+            out = F.linear(x, weight, bias).chunk(len(layers), dim=-1)
+        else:
+            out = [layer(x) for layer in layers]
+        return tuple(out) if query_rows is None else (q, *out)
 
 
 class ProjectAddNorm(nn.Module):
@@ -117,16 +122,15 @@ class SelfAttention(nn.Module):
         slopes = alibi_slopes(self.num_heads) if alibi else None
         self.register_buffer("alibi_slopes", slopes, persistent=False)
 
-    def forward(self, x, bias, layout: TokenLayout):
-        """x: packed tokens (tokens, hidden); attention itself runs on the padded batch."""
-
-        qkv = layout.unpack(self.self(x))  # (batch, length, 3 * hidden)
-        qkv = qkv.view(*qkv.shape[:2], 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # each (batch, heads, length, head_dim)
+    def forward(self, x, bias, layout: TokenLayout, first_only: bool = False):
+        """x: packed tokens (tokens, hidden). With ``first_only`` the result holds each
+        row's first token alone (batch, hidden): keys and values still come from all."""
+        q, k, v = self.self(x, layout.first if first_only else None)
         dropout_p = self.dropout_p if self.training else 0.0
-        context = attention(q, k, v, bias, self.alibi_slopes, dropout_p)
-        context = layout.pack(context.transpose(1, 2).flatten(2))
-        return self.output(context, x)
+        context = layout.attend(
+            q, k, v, self.num_heads, bias, self.alibi_slopes, dropout_p, first_only
+        )
+        return self.output(context, layout.first_tokens(x) if first_only else x)
 
 
 class Intermediate(nn.Module):
@@ -146,8 +150,8 @@ class BertLayer(nn.Module):
         self.intermediate = Intermediate(config)
         self.output = ProjectAddNorm(config.intermediate_size, config)
 
-    def forward(self, x, bias, layout):
-        x = self.attention(x, bias, layout)
+    def forward(self, x, bias, layout, first_only: bool = False):
+        x = self.attention(x, bias, layout, first_only)
         return self.output(self.intermediate(x), x)
 
 
@@ -197,20 +201,31 @@ class Bert(nn.Module):
         return self.classifier(self.dropout(self.pooler(hidden)))
 
     def encode(
-        self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        token_type_ids: Tensor | None = None,
+        first_only: bool = False,
     ) -> Tensor:
+        """Last hidden states (batch, length, hidden), zeros at the padding; with
+        ``first_only`` those of each row's first token alone, (batch, 1, hidden), which the
+        last layer then computes for that token only (what a cross-encoder's head reads)."""
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         x = self.embeddings(input_ids, token_type_ids, attention_mask)
-        bias = padding_bias(attention_mask, x.dtype)
         layout = TokenLayout(attention_mask)
+        bias = None if layout.per_row else padding_bias(attention_mask, x.dtype)
+        shortcut = first_only and layout.right_padded
         x = layout.pack(x)
-        for layer in self.encoder.layer:
-            x = layer(x, bias, layout)
-        return layout.unpack(x)
+        last = len(self.encoder.layer) - 1
+        for number, layer in enumerate(self.encoder.layer):
+            x = layer(x, bias, layout, shortcut and number == last)
+        if shortcut:
+            return x[:, None]
+        return layout.unpack(x)[:, :1] if first_only else layout.unpack(x)
 
     def forward(
         self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None
     ) -> Tensor:
         """Logits of shape (batch, num_labels)."""
-        return self.classify(self.encode(input_ids, attention_mask, token_type_ids))
+        return self.classify(self.encode(input_ids, attention_mask, token_type_ids, True))

@@ -65,8 +65,8 @@ class JinaBertLayer(nn.Module):
         self.attention = SelfAttention(config, alibi=True)
         self.mlp = GatedFeedForward(config)
 
-    def forward(self, x, bias, layout):
-        return self.mlp(self.attention(x, bias, layout))
+    def forward(self, x, bias, layout, first_only: bool = False):
+        return self.mlp(self.attention(x, bias, layout, first_only))
 
 
 class JinaBert(Bert):

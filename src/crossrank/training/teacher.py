@@ -6,10 +6,14 @@ labelling many unjudged pairs affordable on a CPU. Several teachers are averaged
 ensemble). Scores are ``scale * cosine``: the temperature the sentence-transformers models
 were trained with (scale 20), so softmax over a list gives the teacher's distribution.
 
-Usage (writes a TREC run whose scores are the teacher logits):
+Usage (writes, per set, a TREC run ``OUT/<set>.<split>.trec`` whose scores are the teacher
+logits, which is where ``crossrank train --teacher-runs OUT`` looks for them):
 
     python -m crossrank.training.teacher --model PATH [--model PATH2] \\
-        --data ../shared/data/trec-dl22 --split train --out teacher/dl22.trec
+        --data ../shared/data/trec-dl22@30 [--data DIR[:split][@depth] ...] --out teacher/
+
+Sets scored in one call share their encodings: a passage that appears in several sets'
+candidate lists is encoded once.
 
 Runs at training time only, with ``transformers`` (any architecture, e.g. MPNet, which
 crossrank's runtime has no code for); crossrank itself never needs it.
@@ -31,7 +35,9 @@ SCALE = 20.0
 
 
 class BiEncoder:
-    def __init__(self, path: str | Path, max_length: int = 256, device: str = "cpu"):
+    def __init__(
+        self, path: str | Path, max_length: int = 256, device: str = "cpu", bf16: bool = False
+    ):
         from tokenizers import Tokenizer
         from transformers import AutoModel
 
@@ -42,6 +48,9 @@ class BiEncoder:
         pad_id = self.model.config.pad_token_id or 0
         self.tokenizer.enable_padding(pad_id=pad_id)
         self.device = device
+        self.cache: dict[str, torch.Tensor] = {}  # text -> embedding, shared across sets
+        # bfloat16 autocast: about 1.7x faster on CPUs with AVX512-BF16, cosines within 1e-4
+        self.bf16 = bf16
         pooling = path / "1_Pooling" / "config.json"
         if pooling.exists() and not json.loads(pooling.read_text()).get("pooling_mode_mean_tokens"):
             raise ValueError(
@@ -53,17 +62,19 @@ class BiEncoder:
         self, texts: Sequence[str], batch_size: int = 64, progress: bool = True
     ) -> torch.Tensor:
         """L2-normalised mean-pooled embeddings, computed in length-sorted batches."""
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
-        out = torch.empty(len(texts), self.model.config.hidden_size)
-        for start in tqdm(range(0, len(order), batch_size), desc="encode", disable=not progress):
-            batch = order[start : start + batch_size]
-            encodings = self.tokenizer.encode_batch([texts[i] for i in batch])
+        new = sorted({t for t in texts if t not in self.cache}, key=len, reverse=True)
+        for start in tqdm(range(0, len(new), batch_size), desc="encode", disable=not progress):
+            batch = new[start : start + batch_size]
+            encodings = self.tokenizer.encode_batch(batch)
             ids = torch.tensor([e.ids for e in encodings], device=self.device)
             mask = torch.tensor([e.attention_mask for e in encodings], device=self.device)
-            hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
-            pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
-            out[batch] = torch.nn.functional.normalize(pooled, dim=-1).float().cpu()
-        return out
+            with torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+            pooled = (hidden.float() * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+            embeddings = torch.nn.functional.normalize(pooled, dim=-1).float().cpu()
+            self.cache.update(zip(batch, embeddings, strict=True))
+        hidden_size = self.model.config.hidden_size
+        return torch.stack([self.cache[t] for t in texts]) if texts else torch.empty(0, hidden_size)
 
 
 def score_candidates(
@@ -93,20 +104,34 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--model", action="append", required=True, help="bi-encoder folder (repeat for an ensemble)"
     )
-    parser.add_argument("--data", required=True, help="BEIR folder")
-    parser.add_argument("--split", default="train")
-    parser.add_argument("--depth", type=int, default=100, help="candidates per query")
+    parser.add_argument(
+        "--data",
+        action="append",
+        required=True,
+        help="BEIR folder as DIR[:split][@depth] (split train, depth 100 by default); repeatable",
+    )
     parser.add_argument("--max-length", type=int, default=256)
-    parser.add_argument("--out", required=True, help="TREC run file to write")
+    parser.add_argument("--out", required=True, help="folder for the <set>.<split>.trec runs")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
-    data = load_beir(args.data, args.split, depth=args.depth)
-    encoders = [BiEncoder(m, args.max_length) for m in args.model]
-    run = score_candidates(encoders, data.queries, data.corpus, data.run)
-    write_run(run, Path(args.out), tag="teacher")
-    print(
-        f"wrote {sum(map(len, run.values()))} teacher scores for {len(run)} queries to {args.out}"
-    )
+    encoders = [BiEncoder(m, args.max_length, bf16=args.bf16) for m in args.model]
+    for spec in args.data:
+        folder, split, depth = parse_spec(spec)
+        data = load_beir(folder, split, depth=depth)
+        run = score_candidates(encoders, data.queries, data.corpus, data.run)
+        path = Path(args.out) / f"{data.name}.{split}.trec"
+        write_run(run, path, tag="teacher")
+        print(
+            f"wrote {sum(map(len, run.values()))} teacher scores for {len(run)} queries to {path}"
+        )
+
+
+def parse_spec(spec: str) -> tuple[str, str, int]:
+    """``DIR[:split][@depth]`` -> (dir, split, depth)."""
+    spec, _, depth = spec.partition("@")
+    folder, _, split = spec.partition(":")
+    return folder, split or "train", int(depth or 100)
 
 
 if __name__ == "__main__":

@@ -463,5 +463,7 @@ def train_command(args: argparse.Namespace) -> None:
     options = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
     options.update(data=split(args.data), dev=split(args.dev), holdout=split(args.holdout))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    # training caps queries at --query-max-length by design; one warning per batch is noise
+    logging.getLogger("crossrank.engine.tokenization").setLevel(logging.ERROR)
     out = train(TrainConfig(**options))
     print(f"saved {out}")
