@@ -54,7 +54,7 @@ $PIN $PY -m crossrank.cli train --base "$MINILM" \
     --max-length 128 --query-max-length 32 --dev-max-length 160 \
     --bce-weight 0.1 --distill-weight 1.0 --bf16 --threads 1 \
     --steps "${STEPS:-1500}" --lr 7e-5 --warmup 0.05 --eval-every 250 --save-every 25 \
-    --max-minutes 95 --seed 0 --save-dtype float16 --out "$WORK/run"
+    --max-minutes 85 --seed 0 --save-dtype float16 --out "$WORK/run"
 
 # 5. Ship it: the best dev checkpoint (fp16 safetensors, config, tokenizer).
 DEST=src/crossrank/default_model
