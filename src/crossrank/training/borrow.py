@@ -20,7 +20,7 @@ import argparse
 import json
 from pathlib import Path
 
-from crossrank.training.data import bm25_candidates, load_beir, write_run
+from crossrank.training.data import bm25_candidates, load_beir, parse_depth_spec, write_run
 
 
 def borrow(
@@ -29,13 +29,13 @@ def borrow(
     """Write the borrowed-queries folder; specs are ``DIR[:split][@depth]`` (split: train)."""
     queries: dict[str, str] = {}
     for spec in query_sets:
-        folder, split, _ = _parse(spec)
+        folder, split, _ = parse_depth_spec(spec)
         data = load_beir(folder, split)  # refuses test splits
         queries.update({f"{data.name}-{q}": t for q, t in data.queries.items() if q in data.qrels})
     pool: dict[str, str] = {}
     for spec in passage_sets:
-        folder, split, pool_depth = _parse(spec)
-        data = load_beir(folder, split, depth=pool_depth or 100)
+        folder, split, pool_depth = parse_depth_spec(spec)
+        data = load_beir(folder, split, depth=pool_depth)
         pool.update({d: data.corpus[d] for docs in data.run.values() for d in docs})
     run = bm25_candidates(pool, queries, depth)
 
@@ -51,12 +51,6 @@ def borrow(
     ranked = {q: {d: float(depth - i) for i, d in enumerate(docs)} for q, docs in run.items()}
     write_run(ranked, out / "runs" / "train.bm25.trec", tag="bm25")
     return out
-
-
-def _parse(spec: str) -> tuple[str, str, int | None]:
-    spec, _, depth = spec.partition("@")
-    folder, _, split = spec.partition(":")
-    return folder, split or "train", int(depth) if depth else None
 
 
 def main(argv: list[str] | None = None) -> None:

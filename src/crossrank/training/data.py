@@ -97,6 +97,13 @@ def write_run(run: dict[str, dict[str, float]], path: Path, tag: str) -> None:
                 f.write(f"{query_id} Q0 {doc_id} {rank} {score:.6f} {tag}\n")
 
 
+def parse_depth_spec(spec: str) -> tuple[str, str, int]:
+    """``DIR[:split][@depth]`` -> (dir, split, depth); split train, depth 100 by default."""
+    spec, _, depth = spec.partition("@")
+    folder, _, split = spec.partition(":")
+    return folder, split or "train", int(depth or 100)
+
+
 def load_beir(
     folder: str | Path, split: str, depth: int = 100, allow_test: bool = False
 ) -> BeirSet:

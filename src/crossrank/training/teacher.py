@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from crossrank.training.data import load_beir, write_run
+from crossrank.training.data import load_beir, parse_depth_spec, write_run
 
 SCALE = 20.0
 
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     encoders = [BiEncoder(m, args.max_length, bf16=args.bf16) for m in args.model]
     for spec in args.data:
-        folder, split, depth = parse_spec(spec)
+        folder, split, depth = parse_depth_spec(spec)
         data = load_beir(folder, split, depth=depth)
         run = score_candidates(encoders, data.queries, data.corpus, data.run)
         path = Path(args.out) / f"{data.name}.{split}.trec"
@@ -125,13 +125,6 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"wrote {sum(map(len, run.values()))} teacher scores for {len(run)} queries to {path}"
         )
-
-
-def parse_spec(spec: str) -> tuple[str, str, int]:
-    """``DIR[:split][@depth]`` -> (dir, split, depth)."""
-    spec, _, depth = spec.partition("@")
-    folder, _, split = spec.partition(":")
-    return folder, split or "train", int(depth or 100)
 
 
 if __name__ == "__main__":
