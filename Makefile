@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo serve bench bench-batch clean
+.PHONY: install test lint demo serve bench bench-onnx bench-batch clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,12 @@ bench: $(STAMP)
 
 # `crossrank batch` on a local Ray instance: pairs/s for 1 and 2 replicas, and the driver's
 # peak memory streaming DL19's pairs and 10x as many (see docs/scale-out.md).
+# ONNX Runtime (fp32, int8) against crossrank on this CPU: the backend that was not kept
+bench-onnx: $(STAMP)
+	$(BIN)/pip install -q -e ".[bench]"
+	mkdir -p out
+	$(BIN)/python benchmarks/onnx_runtime.py --json out/onnx_runtime.json
+
 bench-batch: $(STAMP)
 	mkdir -p out
 	$(BIN)/python benchmarks/batch.py --json out/batch.json

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from crossrank import Reranker
 
 QUERY = "cross-encoder reranking"
@@ -39,6 +41,20 @@ def test_rerank_a_text_file_prints_ranked_json(tmp_path, tiny_checkpoint):
     expected = Reranker.from_pretrained(tiny_checkpoint).rerank(QUERY, documents, top_n=2)
     assert [r["index"] for r in printed] == [r.index for r in expected]
     assert [r["document"] for r in printed] == [r.document for r in expected]
+
+
+def test_rerank_runs_in_the_requested_number_format(tmp_path, tiny_checkpoint):
+    documents = ["first document", "a cross-encoder reranks", "third one"]
+    path = tmp_path / "docs.txt"
+    path.write_text("\n".join(documents))
+    args = ("rerank", "-m", str(tiny_checkpoint), "-q", QUERY, str(path), "--threads", "1")
+    result = crossrank(*args, "--dtype", "bfloat16")
+    assert result.returncode == 0, result.stderr
+    expected = Reranker.from_pretrained(tiny_checkpoint, dtype="bfloat16").score(QUERY, documents)
+    printed = {r["index"]: r["relevance_score"] for r in json.loads(result.stdout)}
+    assert [printed[i] for i in range(3)] == pytest.approx(expected, abs=1e-6)
+    refused = crossrank(*args, "--dtype", "int4")
+    assert refused.returncode == 2 and "invalid choice: 'int4'" in refused.stderr
 
 
 def test_rerank_reads_jsonl_and_stdin(tmp_path, tiny_checkpoint):

@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from crossrank.arguments import add_runtime_options, apply_threads
 from crossrank.batch.cli import add_parser as add_batch_parser
 from crossrank.engine.hub import CheckpointNotFoundError
 from crossrank.evaluation.cli import add_parser as add_eval_parser
@@ -50,9 +51,11 @@ def read_documents(source: str) -> list[str]:
 def rerank_command(args: argparse.Namespace) -> None:
     from crossrank import Reranker
 
+    apply_threads(args)
     reranker = Reranker.from_pretrained(
         args.model,
         device=args.device,
+        dtype=args.dtype,
         max_length=args.max_length,
         long_documents=args.long_documents,
     )
@@ -85,7 +88,7 @@ def add_rerank_parser(subparsers) -> None:
     parser.add_argument("--top-n", "-n", type=int, default=None)
     parser.add_argument("--max-length", type=int, default=None)
     parser.add_argument("--long-documents", choices=["truncate", "chunk"], default=None)
-    parser.add_argument("--device", default=None)
+    add_runtime_options(parser)
     parser.set_defaults(func=rerank_command)
 
 

@@ -10,15 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+from crossrank.arguments import positive
+
 log = logging.getLogger("crossrank.batch")
 PROGRESS_EVERY_S = 10.0
-
-
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
 
 
 def write_scores(scored, out: Path) -> int:

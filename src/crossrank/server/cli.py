@@ -7,15 +7,10 @@ import logging
 import os
 from pathlib import Path
 
+from crossrank.arguments import add_runtime_options, apply_threads, positive
+
 API_KEY_ENV = "CROSSRANK_API_KEY"
 DEFAULT_MODEL_NAME = "crossrank-default"
-
-
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
 
 
 def model_name(model: str | None) -> str:
@@ -49,10 +44,7 @@ def serve_command(args: argparse.Namespace) -> None:
         max_queue=args.max_queue,
         cors_origins=tuple(args.cors_origin),
     )
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     try:
         reranker = Reranker.from_pretrained(
             args.model,
@@ -151,21 +143,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--max-length", type=int, default=None)
     parser.add_argument("--long-documents", choices=["truncate", "chunk"], default=None)
-    parser.add_argument("--device", default=None)
-    parser.add_argument(
-        "--dtype",
-        default=None,
-        choices=["float32", "fp32", "bfloat16", "bf16", "float16", "fp16", "int8"],
-        help="number format: float32 (CPU default), bfloat16 (fastest on CPUs with bf16 "
-        "instructions, nDCG within 0.01 of float32), int8 (CPU dynamic quantisation), float16; "
-        "on CUDA the default is bfloat16 autocast (see docs/performance.md)",
-    )
-    parser.add_argument(
-        "--threads",
-        type=positive,
-        default=None,
-        help="CPU threads for the model (default: torch's, one per core)",
-    )
+    add_runtime_options(parser)
     parser.add_argument(
         "--drain-timeout",
         type=float,

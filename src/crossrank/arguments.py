@@ -1,0 +1,40 @@
+"""Command-line options shared by the subcommands that run a model."""
+
+from __future__ import annotations
+
+import argparse
+
+from crossrank.engine.runtime import DTYPES, QUANTISED
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def add_runtime_options(parser: argparse.ArgumentParser) -> None:
+    """--device, --dtype and --threads, read by ``apply_threads`` and ``Reranker(...)``."""
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: auto)")
+    parser.add_argument(
+        "--dtype",
+        default=None,
+        choices=[*DTYPES, *QUANTISED],
+        help="number format: float32 (CPU default), bfloat16 (fastest on CPUs with bf16 "
+        "instructions, nDCG within 0.01 of float32), int8 (CPU dynamic quantisation), float16; "
+        "on CUDA the default is bfloat16 autocast (see docs/performance.md)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=positive,
+        default=None,
+        help="CPU threads for the model (default: torch's, one per core)",
+    )
+
+
+def apply_threads(args: argparse.Namespace) -> None:
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
