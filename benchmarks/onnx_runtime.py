@@ -48,7 +48,7 @@ from common import benchmark_checkpoint, dl19
 from rerank_speed import (
     Scorer,
     crossrank_scorer,
-    ndcg_at_10,
+    ndcg_report,
     sentence_transformers_scorer,
     time_systems,
 )
@@ -264,11 +264,7 @@ def main() -> None:
 
     if not args.skip_ndcg:
         names = (REFERENCE, "crossrank bf16", *ort_names)
-        report["ndcg@10"] = {name: ndcg_at_10(systems[name], dataset, workload) for name in names}
-        fp32 = report["ndcg@10"][REFERENCE]
-        print(f"\nDL19 nDCG@10 ({len(workload)} queries, BM25 top 100):")
-        for name, value in report["ndcg@10"].items():
-            print(f"  {name:<34} {value:.4f}  ({value - fp32:+.4f} vs crossrank fp32)")
+        report["ndcg@10"] = ndcg_report(systems, names, dataset, workload)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)

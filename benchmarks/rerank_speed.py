@@ -212,6 +212,17 @@ def ndcg_at_10(scorer: Scorer, dataset, workload) -> float:
     return evaluate(run, qrels, convention.relevance_level)["nDCG@10"]
 
 
+def ndcg_report(systems: dict[str, Scorer], names, dataset, workload) -> dict[str, float]:
+    """DL19 nDCG@10 of each named system, printed with its change against the first."""
+    results = {name: ndcg_at_10(systems[name], dataset, workload) for name in names}
+    reference = next(iter(results))
+    print(f"\nDL19 nDCG@10 ({len(workload)} queries, BM25 top 100):")
+    for name, value in results.items():
+        change = value - results[reference]
+        print(f"  {name:<34} {value:.4f}  ({change:+.4f} vs {reference})")
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -282,13 +293,7 @@ def main() -> None:
 
     if not args.skip_ndcg:
         judged = workload[: args.ndcg_queries]
-        report["ndcg@10"] = {
-            name: ndcg_at_10(systems[name], dataset, judged) for name in ("crossrank fp32", *fast)
-        }
-        reference = report["ndcg@10"]["crossrank fp32"]
-        print(f"\nDL19 nDCG@10 ({len(judged)} queries, BM25 top 100):")
-        for name, value in report["ndcg@10"].items():
-            print(f"  {name:<32} {value:.4f}  ({value - reference:+.4f} vs fp32)")
+        report["ndcg@10"] = ndcg_report(systems, ("crossrank fp32", *fast), dataset, judged)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
