@@ -8,6 +8,7 @@ import pytest
 
 from crossrank import Reranker
 from crossrank.reranker import sigmoid
+from crossrank.server.service import NOT_BLANK_PATTERN
 
 from .conftest import running, texts
 
@@ -169,4 +170,4 @@ def test_the_schema_states_this_servers_limits(reranker):
         schemas = httpx.get(f"{url}/openapi.json").json()["components"]["schemas"]
     assert schemas["JinaRerankRequest"]["properties"]["documents"]["maxItems"] == 7
     assert schemas["TeiRerankRequest"]["properties"]["texts"]["maxItems"] == 7
-    assert schemas["CohereV2RerankRequest"]["properties"]["query"]["pattern"] == r"\S"
+    assert schemas["CohereV2RerankRequest"]["properties"]["query"]["pattern"] == NOT_BLANK_PATTERN

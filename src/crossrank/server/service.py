@@ -28,8 +28,12 @@ log = logging.getLogger("crossrank.server")
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 RETRY_AFTER_SECONDS = 1
 # A query must hold something other than whitespace; the request schemas state the same
-# pattern, so the rule is written once.
-NOT_BLANK_PATTERN = r"\S"
+# pattern, so the rule is written once. The class is spelled out because "\S" differs
+# between Python (which counts the separators U+001C-U+001F and U+0085 as whitespace) and
+# the ECMA regexes of JSON Schema (which count U+FEFF); this one means the same in both.
+NOT_BLANK_PATTERN = (
+    r"[^\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
+)
 NOT_BLANK_TEXT = re.compile(NOT_BLANK_PATTERN)
 
 
