@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+import torch
+
 from crossrank.engine.runtime import DTYPES, QUANTISED
 
 
@@ -35,6 +37,4 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
 
 def apply_threads(args: argparse.Namespace) -> None:
     if args.threads is not None:
-        import torch
-
         torch.set_num_threads(args.threads)
