@@ -7,6 +7,10 @@ scores and probabilities, as the reference JinaBERT code does.
 
     python benchmarks/long_context.py                      # 1024 ... 8192, both
     python benchmarks/long_context.py --lengths 8192 --impl crossrank
+
+With both implementations, their outputs for the same pair (the last layer's [CLS] hidden
+state, which the classifier reads) must agree within OUTPUT_TOLERANCE; crossrank must run at
+every length, on CPU within MAX_PEAK_RSS_MB. The script exits 1 when a bound is broken.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import json
 import math
 import multiprocessing as mp
 import resource
+import sys
 import time
 
 import torch
@@ -29,6 +34,12 @@ BASE_SHAPE = dict(
     max_position_embeddings=8192,
 )
 QUERY_TOKENS = 512
+# Largest |difference| allowed between crossrank's and the eager [CLS] hidden state (values of
+# order 1 after LayerNorm). fp32 on CPU: summation order only (measured: 2e-6 at 1024 and 2048
+# tokens). CUDA runs bf16 autocast, whose rounding differs between the two attention codes;
+# bound set from a CPU bf16 autocast run (1.1e-2 at 1024 tokens), not measured on a GPU here.
+OUTPUT_TOLERANCE = {"cpu": 1e-4, "cuda": 0.25}
+MAX_PEAK_RSS_MB = 2500  # crossrank, one pair of up to 8,192 tokens on CPU (docs/performance.md)
 
 
 def eager_full_bias_attention(q, k, v, bias, slopes=None, dropout_p=0.0):
@@ -64,7 +75,8 @@ def measure(impl: str, length: int, threads: int, device: str, queue) -> None:
             model(ids, mask, types)
             torch.cuda.synchronize()
         start = time.perf_counter()
-        model(ids, mask, types)
+        hidden = model.encode(ids, mask, types, first_only=True)  # what model(...) runs
+        model.classify(hidden)
         if device == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
@@ -79,6 +91,7 @@ def measure(impl: str, length: int, threads: int, device: str, queue) -> None:
             "seconds": seconds,
             "peak_rss_mb": peak_rss,
             "model_rss_mb": loaded_rss,
+            "cls_hidden": hidden[0, 0].float().cpu().tolist(),
         }
     )
 
@@ -92,6 +105,38 @@ def run(impl: str, length: int, threads: int, device: str) -> dict:
     if process.exitcode != 0:
         return {"impl": impl, "length": length, "error": f"exit code {process.exitcode}"}
     return queue.get()
+
+
+def check_bounds(results: list[dict], device: str) -> list[str]:
+    """Each broken bound as a line to print: crossrank's memory on CPU, and eager's output
+    against crossrank's at the same length (recorded on the eager rows; the hidden states
+    themselves are dropped)."""
+    broken, tolerance = [], OUTPUT_TOLERANCE[device.split(":")[0]]
+    crossrank = {r["length"]: r for r in results if r["impl"] == "crossrank"}
+    for r in results:
+        if r["impl"] == "crossrank" and "error" in r:
+            broken.append(f"crossrank failed at {r['length']} tokens: {r['error']}")
+        elif r["impl"] == "crossrank" and device == "cpu" and r["peak_rss_mb"] > MAX_PEAK_RSS_MB:
+            broken.append(
+                f"crossrank peaks at {r['peak_rss_mb']:.0f} MB RSS at {r['length']} tokens "
+                f"(bound {MAX_PEAK_RSS_MB} MB)"
+            )
+        ours = crossrank.get(r["length"], {})
+        if r["impl"] != "eager" or "error" in r or "cls_hidden" not in ours:
+            continue
+        difference = max(
+            abs(a - b) for a, b in zip(r["cls_hidden"], ours["cls_hidden"], strict=True)
+        )
+        r["max_abs_diff_vs_crossrank"] = difference
+        print(f"{r['length']:>7} tokens: max |eager - crossrank| {difference:.2e}", flush=True)
+        if not difference <= tolerance:
+            broken.append(
+                f"eager and crossrank outputs differ by {difference:.2e} at {r['length']} "
+                f"tokens (bound {tolerance:.0e})"
+            )
+    for r in results:
+        r.pop("cls_hidden", None)
+    return broken
 
 
 def plot(results: list[dict], path: str, device: str = "CPU") -> None:
@@ -146,11 +191,16 @@ def main() -> None:
                     f"{r['model_rss_mb']:>9.0f}",
                     flush=True,
                 )
+    broken = check_bounds(results, args.device)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
     if args.plot:
         plot(results, args.plot, args.device.upper())
+    for line in broken:
+        print(f"BOUND BROKEN: {line}", file=sys.stderr)
+    if broken:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -98,13 +98,29 @@ def test_chunked_document_scores_its_best_window(tiny_checkpoint):
     assert first_window_only == pytest.approx(window_logits[0], abs=1e-5)
 
 
-@pytest.mark.parametrize("dtype", ["int8", "bfloat16"])
+# Worst change of a logit, as a share of the float32 logits' range, and the lowest Kendall
+# rank correlation with the float32 order, on 32 documents. Measured on the tiny checkpoint:
+# int8 0.12 and 0.93 (its largest change is the empty document's), bfloat16 0.016 and 0.99;
+# over other random document sets int8 0.07-0.12 and 0.85-0.94, bfloat16 0.016-0.021 and
+# 0.97-0.99 (bf16 emulated here: this CPU lacks AVX512-BF16).
+REDUCED_PRECISION_BOUNDS = {"int8": (0.15, 0.85), "bfloat16": (0.03, 0.95)}
+
+
+@pytest.mark.parametrize("dtype", REDUCED_PRECISION_BOUNDS)
 def test_reduced_precision_paths_stay_close_to_float32(tiny_checkpoint, reranker, dtype):
+    from scipy.stats import kendalltau
+
+    rng = random.Random(0)
+    words = QUERY.split() + " ".join(DOCUMENTS).split()
+    documents = DOCUMENTS + [" ".join(rng.choices(words, k=rng.randint(1, 60))) for _ in range(25)]
     fast = Reranker.from_pretrained(tiny_checkpoint, dtype=dtype)
-    expected = reranker.score(QUERY, DOCUMENTS, raw=True)
-    actual = fast.score(QUERY, DOCUMENTS, raw=True)
-    assert actual != expected  # a different path really ran
-    np.testing.assert_allclose(actual, expected, atol=0.1 * np.ptp(expected))
+    expected = np.array(reranker.score(QUERY, documents, raw=True))
+    actual = np.array(fast.score(QUERY, documents, raw=True))
+    assert not np.array_equal(actual, expected)  # a different path really ran
+    share, correlation = REDUCED_PRECISION_BOUNDS[dtype]
+    np.testing.assert_allclose(actual, expected, atol=share * np.ptp(expected))
+    assert actual.argmax() == expected.argmax()  # the best document stays first
+    assert kendalltau(actual, expected).statistic >= correlation
 
 
 def test_unknown_dtype_is_refused(tiny_checkpoint):

@@ -23,9 +23,10 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
         "--dtype",
         default=None,
         choices=[*DTYPES, *QUANTISED],
-        help="number format: float32 (CPU default), bfloat16 (fastest on CPUs with bf16 "
-        "instructions, nDCG within 0.01 of float32), int8 (CPU dynamic quantisation), float16; "
-        "on CUDA the default is bfloat16 autocast (see docs/performance.md)",
+        help="number format: float32, bfloat16, int8 (CPU dynamic quantisation), float16 "
+        "(default: bfloat16 on CPUs with AVX512-BF16 or AMX when a probe at load finds the "
+        "model's scores within 0.01 of float32, else float32; bfloat16 autocast on CUDA; "
+        "the choice and its reason are logged at start-up; see docs/performance.md)",
     )
     parser.add_argument(
         "--threads",

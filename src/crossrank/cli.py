@@ -14,10 +14,12 @@ from pathlib import Path
 from crossrank.arguments import add_runtime_options, apply_threads
 from crossrank.batch.cli import add_parser as add_batch_parser
 from crossrank.engine.hub import CheckpointNotFoundError
+from crossrank.engine.tokenization import DEFAULT_MAX_WINDOWS
 from crossrank.evaluation.cli import add_parser as add_eval_parser
 from crossrank.models import CheckpointError
 from crossrank.retrieval.cli import add_index_parser, add_search_parser
 from crossrank.server.cli import add_parser as add_serve_parser
+from crossrank.training.calibrate import add_parser as add_calibrate_parser
 from crossrank.training.train import add_parser as add_train_parser
 
 
@@ -58,7 +60,9 @@ def rerank_command(args: argparse.Namespace) -> None:
         dtype=args.dtype,
         max_length=args.max_length,
         long_documents=args.long_documents,
+        max_windows=args.max_windows,
     )
+    print(f"crossrank: {reranker.precision}", file=sys.stderr)  # which path, and why
     documents = read_documents(args.documents)
     results = reranker.rerank(args.query, documents, top_n=args.top_n)
     print(
@@ -87,7 +91,23 @@ def add_rerank_parser(subparsers) -> None:
     )
     parser.add_argument("--top-n", "-n", type=int, default=None)
     parser.add_argument("--max-length", type=int, default=None)
-    parser.add_argument("--long-documents", choices=["truncate", "chunk"], default=None)
+    parser.add_argument(
+        "--long-documents",
+        choices=["truncate", "chunk", "select"],
+        default=None,
+        help="documents longer than the model's input: cut them (truncate), score every "
+        "window and keep the best (chunk), or score only the --max-windows windows that "
+        "BM25 ranks best for the query (select) (default: chunk for 512-token models, "
+        "truncate for long-context ones)",
+    )
+    parser.add_argument(
+        "--max-windows",
+        type=int,
+        default=None,
+        metavar="M",
+        help="windows read per document with --long-documents select (default: "
+        f"{DEFAULT_MAX_WINDOWS})",
+    )
     add_runtime_options(parser)
     parser.set_defaults(func=rerank_command)
 
@@ -99,6 +119,7 @@ COMMANDS = [
     add_search_parser,
     add_serve_parser,
     add_train_parser,
+    add_calibrate_parser,
     add_batch_parser,
 ]
 

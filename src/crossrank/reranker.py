@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,9 +14,12 @@ import torch
 
 from crossrank.engine.batching import collate, pack_by_tokens
 from crossrank.engine.hub import resolve_checkpoint
+from crossrank.engine.precision import Precision, choose_precision, probe_scores
 from crossrank.engine.runtime import autocast_context, pick_device, place_model
 from crossrank.engine.tokenization import LongDocuments, PairEncoder, PairFeatures, load_tokenizer
 from crossrank.models import Bert, load_model
+
+log = logging.getLogger("crossrank")
 
 # Models with at least this many positions read long documents whole by default;
 # shorter ones (512-token BERTs) split them into windows and keep the best window.
@@ -63,6 +67,8 @@ def check_query(query: str) -> str:
 class Reranker:
     """A cross-encoder that scores how relevant each document is to a query."""
 
+    precision: Precision | None = None  # the number format chosen at load, and why
+
     def __init__(
         self,
         name_or_path: str | Path | None = None,
@@ -72,19 +78,25 @@ class Reranker:
         max_length: int | None = None,
         query_max_length: int | None = None,
         long_documents: LongDocuments | None = None,
+        max_windows: int | None = None,
         max_batch_tokens: int = 8192,
     ):
         """Load a reranker from a local folder or a Hugging Face Hub id.
 
-        With no name, the default model shipped with crossrank. ``dtype`` is "float32"
-        (CPU default), "bfloat16", "float16" or "int8" (CPU dynamic quantisation); on
-        CUDA the default is bfloat16 autocast. ``max_length`` defaults to the longest
-        input the model's positions allow; ``long_documents`` to ``"truncate"`` for
-        long-context models and ``"chunk"`` for 512-token ones.
+        With no name, the default model shipped with crossrank. ``dtype`` is "float32",
+        "bfloat16", "float16" or "int8" (CPU dynamic quantisation); by default bfloat16 on
+        CPUs with native bf16 instructions when a probe finds the model's scores unchanged,
+        float32 on other CPUs, bfloat16 autocast on CUDA (``engine/precision.py``).
+        ``max_length`` defaults to the longest input the model's positions allow;
+        ``long_documents`` to ``"truncate"`` for long-context models and ``"chunk"`` for
+        512-token ones; ``"select"`` splits like
+        ``"chunk"`` but reads only the ``max_windows`` windows of each document that BM25
+        ranks best for the query (default ``DEFAULT_MAX_WINDOWS``). Both can also be given
+        per call (``rerank(query, documents, long_documents="select", max_windows=2)``).
         """
         path = default_model_path() if name_or_path is None else resolve_checkpoint(name_or_path)
         device = pick_device(device)
-        model, autocast = place_model(load_model(path), device, dtype)
+        model = load_model(path)
         limit = model.config.max_tokens
         if max_length is not None and max_length > limit:
             raise ValueError(f"max_length={max_length} exceeds the model's {limit} positions")
@@ -95,8 +107,16 @@ class Reranker:
             max_length=max_length or limit,
             query_max_length=query_max_length,
             long_documents=long_documents,
+            max_windows=max_windows,
         )
+        # dtype=None: bf16 on CPUs with native bf16 if the model's scores allow, else fp32
+        precision = choose_precision(
+            dtype, device, lambda probe_dtype: probe_scores(model, encoder, probe_dtype)
+        )
+        log.info("%s: %s", path.name, precision)
+        model, autocast = place_model(model, device, precision.dtype)
         self._attach(model, encoder, path, device, max_batch_tokens, autocast)
+        self.precision = precision
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path | None = None, **options) -> Reranker:
@@ -142,38 +162,76 @@ class Reranker:
         documents: Sequence[str],
         top_n: int | None = None,
         return_documents: bool = True,
+        long_documents: LongDocuments | None = None,
+        max_windows: int | None = None,
     ) -> list[RerankResult]:
-        """Documents sorted best first, each with its input index and a score in [0, 1]."""
+        """Documents sorted best first, each with its input index and a score in [0, 1].
+
+        ``long_documents``/``max_windows`` override the reranker's settings for this call.
+        """
         documents = check_documents(documents)
         if top_n is not None and top_n < 1:
             raise ValueError(f"top_n must be at least 1, not {top_n}")
-        scores = self.score(query, documents)
+        scores = self.score(
+            query, documents, long_documents=long_documents, max_windows=max_windows
+        )
         order = sorted(range(len(documents)), key=lambda i: -scores[i])[:top_n]
         return [
             RerankResult(i, scores[i], documents[i] if return_documents else None) for i in order
         ]
 
-    def score(self, query: str, documents: Sequence[str], raw: bool = False) -> list[float]:
+    def score(
+        self,
+        query: str,
+        documents: Sequence[str],
+        raw: bool = False,
+        long_documents: LongDocuments | None = None,
+        max_windows: int | None = None,
+    ) -> list[float]:
         """One score per document, in input order: sigmoid(logit), or the logit if ``raw``."""
         documents = check_documents(documents)
         if not documents:
             return []
-        features = self.encoder.encode(check_query(query), documents)
+        features = self.encoder.encode(check_query(query), documents, long_documents, max_windows)
         logits = self.pool(self.logits(features), features, len(documents))
         return [float(x) if raw else sigmoid(x) for x in logits]
 
-    def score_pairs(self, pairs: Sequence[tuple[str, str]], raw: bool = False) -> list[float]:
+    def score_pairs(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        raw: bool = False,
+        long_documents: LongDocuments | None = None,
+        max_windows: int | None = None,
+    ) -> list[float]:
         """Scores for (query, document) pairs of different queries, batched together."""
+        features = self.pair_features(pairs, long_documents, max_windows)
+        logits = self.pool(self.logits(features), features, len(pairs))
+        return [float(x) if raw else sigmoid(x) for x in logits]
+
+    def pair_features(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        long_documents: LongDocuments | None = None,
+        max_windows: int | None = None,
+    ) -> list[PairFeatures]:
+        """Model inputs for (query, document) pairs; ``document`` is the pair's position.
+
+        Each query is tokenised once, each distinct document once (the encoder caches
+        documents), and all pairs' windows go to ``logits`` together, so windows of many
+        documents share the same length-sorted, token-budget batches.
+        """
         documents = check_documents([document for _, document in pairs])
         positions_by_query: dict[str, list[int]] = {}
         for position, (query, _) in enumerate(pairs):
             positions_by_query.setdefault(check_query(query), []).append(position)
         features: list[PairFeatures] = []
-        for query, positions in positions_by_query.items():  # each query tokenised once
-            for f in self.encoder.encode(query, [documents[p] for p in positions]):
+        for query, positions in positions_by_query.items():
+            encoded = self.encoder.encode(
+                query, [documents[p] for p in positions], long_documents, max_windows
+            )
+            for f in encoded:
                 features.append(PairFeatures(f.input_ids, f.token_type_ids, positions[f.document]))
-        logits = self.pool(self.logits(features), features, len(pairs))
-        return [float(x) if raw else sigmoid(x) for x in logits]
+        return features
 
     @staticmethod
     def pool(logits: np.ndarray, features: Sequence[PairFeatures], count: int) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
 import ir_measures
@@ -10,8 +11,9 @@ import pytest
 import torch
 
 from crossrank.cli import main
-from crossrank.evaluation.beir import load_dataset, read_run
+from crossrank.evaluation.beir import corpus_file, load_dataset, read_jsonl, read_run
 from crossrank.evaluation.metrics import METRICS, evaluate
+from crossrank.retrieval import bm25
 
 
 def run_eval(args, tmp_path, capsys) -> tuple[dict, str]:
@@ -20,12 +22,59 @@ def run_eval(args, tmp_path, capsys) -> tuple[dict, str]:
     return json.loads(out.read_text()), capsys.readouterr().out
 
 
-def test_bm25_on_scifact_matches_the_beir_paper(data_dir, tmp_path, capsys):
-    # BEIR (Thakur et al., 2021) Table: BM25 scifact nDCG@10 0.665 (Anserini flat: 0.679)
+# SciFact test, BM25 (k1=0.9, b=0.4) over title + text: Anserini's BEIR regression
+# beir-v1.0.0-scifact.flat publishes nDCG@10 0.6789 (anserini, src/main/resources/regression/
+# beir-v1.0.0-scifact.flat.yaml). The BEIR paper's 0.665 is another setup (Elasticsearch,
+# multifield). crossrank (bm25s with Snowball stems and its English stop words, where Lucene
+# has Porter stems and its own stop list) lands 0.003 below Anserini.
+ANSERINI_FLAT_NDCG10 = 0.6789
+NEAR_ANSERINI = 0.005  # no stemmer 0.657, no titles 0.660, bm25s' k1=1.5 b=0.75 0.686 miss it
+# crossrank's own value, recorded: other k1/b that stay near Anserini's figure (0.6752 ...
+# 0.6796 for k1 0.6-1.2, b 0.4-0.75) differ from it by 0.0006 or more.
+CROSSRANK_SCIFACT_NDCG10 = 0.6762
+RECORDED_TOLERANCE = 0.0003
+
+
+def check_scifact_bm25(ndcg: float) -> None:
+    assert abs(ndcg - ANSERINI_FLAT_NDCG10) <= NEAR_ANSERINI, f"{ndcg:.4f} far from Anserini"
+    assert ndcg == pytest.approx(CROSSRANK_SCIFACT_NDCG10, abs=RECORDED_TOLERANCE)
+
+
+def test_bm25_on_scifact_matches_anserini_flat(data_dir, tmp_path, capsys):
     metrics, _ = run_eval([data_dir / "scifact", "--no-rerank"], tmp_path, capsys)
-    assert metrics["first_stage"]["nDCG@10"] == pytest.approx(0.665, abs=0.02)
+    check_scifact_bm25(metrics["first_stage"]["nDCG@10"])
     assert "reranked" not in metrics
     assert list(metrics["first_stage"]) == METRICS
+
+
+@pytest.fixture(scope="module")
+def scifact(data_dir):
+    return load_dataset(data_dir / "scifact", "test")
+
+
+def untitled(dataset) -> dict[str, str]:
+    return {str(r["_id"]): r["text"] for r in read_jsonl(corpus_file(dataset.path))}
+
+
+VARIANTS = {  # name -> (corpus, k1, b, stemmer)
+    "no stemmer": (None, 0.9, 0.4, False),
+    "no titles": (untitled, 0.9, 0.4, True),
+    "k1=1.2 b=0.75": (None, 1.2, 0.75, True),
+    "k1=1.2 b=0.4": (None, 1.2, 0.4, True),  # the nearest: 0.6768
+}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_scifact_bm25_check_rejects_other_configurations(variant, scifact, monkeypatch):
+    corpus, k1, b, stemmer = VARIANTS[variant]
+    monkeypatch.setattr(bm25, "BM25", functools.partial(bm25.BM25, k1=k1, b=b))
+    if not stemmer:
+        monkeypatch.setattr(bm25, "english_stemmer", lambda: None)
+    run = bm25.bm25_run(corpus(scifact) if corpus else scifact.corpus, scifact.queries, 100)
+    ndcg = evaluate(run, scifact.qrels)["nDCG@10"]
+    print(f"\nSciFact BM25, {variant}: nDCG@10 {ndcg:.4f}")
+    with pytest.raises(AssertionError):
+        check_scifact_bm25(ndcg)
 
 
 def test_given_bm25_run_on_dl19(data_dir, tmp_path, capsys):

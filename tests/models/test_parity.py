@@ -21,7 +21,13 @@ from crossrank.models import load_model, save_model
 from crossrank.models.attention import alibi_slopes
 from crossrank.models.jinabert import JinaBert, JinaBertConfig
 
-TOLERANCE = 1e-4
+# crossrank and transformers differ by under 5e-7 on these models (float32 rounding); the
+# bugs injected by test_mutations.py move the logits by 1.6e-4 (tanh GELU) to 0.95.
+TOLERANCE = 1e-5
+# Random weights with std 0.2, not transformers' 0.02: at 0.02 the logits span about 0.02 and
+# real bugs hide under any useful tolerance (token types ignored: 4e-5, tanh GELU: 4e-9).
+WEIGHT_STD = 0.2
+MIN_SPREAD = 0.3  # the reference logits must differ by this much for a match to mean anything
 SMALL = dict(
     hidden_size=32,
     num_hidden_layers=2,
@@ -46,6 +52,52 @@ def padded_batch(lengths, vocab, pad_id, seed=0):
     return ids, mask, types
 
 
+def spread_weights(model: torch.nn.Module, std: float = WEIGHT_STD) -> torch.nn.Module:
+    """Redraw the weight matrices and embeddings with a larger std (see WEIGHT_STD)."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0, std)
+    return model
+
+
+def assert_parity(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    spread = float(expected.max() - expected.min())
+    assert spread > MIN_SPREAD, f"reference logits span only {spread:.3g}: a match means little"
+    torch.testing.assert_close(actual, expected, atol=TOLERANCE, rtol=0)
+
+
+def bert_logits(folder, bin_format: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(crossrank's, transformers') logits of a random BERT saved to ``folder``."""
+    config = transformers.BertConfig(vocab_size=200, max_position_embeddings=64, **SMALL)
+    reference = spread_weights(transformers.BertForSequenceClassification(config).eval())
+    reference.save_pretrained(folder)
+    if bin_format:  # older checkpoints ship pytorch_model.bin
+        torch.save(load_file(folder / "model.safetensors"), folder / "pytorch_model.bin")
+        (folder / "model.safetensors").unlink()
+    ours = load_model(folder)
+    ids, mask, types = padded_batch([5, 17, 64, 30], vocab=200, pad_id=0)
+    with torch.no_grad():
+        expected = reference(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+        return ours(ids, mask, types), expected
+
+
+def xlm_roberta_logits(folder) -> tuple[torch.Tensor, torch.Tensor]:
+    """(crossrank's, transformers') logits of a random XLM-RoBERTa saved to ``folder``."""
+    config = transformers.XLMRobertaConfig(
+        vocab_size=200, max_position_embeddings=66, pad_token_id=1, type_vocab_size=1, **SMALL
+    )
+    reference = spread_weights(transformers.XLMRobertaForSequenceClassification(config).eval())
+    reference.save_pretrained(folder)
+    ours = load_model(folder)
+    assert ours.config.max_tokens == 64
+    ids, mask, _ = padded_batch([64, 3, 40, 12], vocab=200, pad_id=1)
+    with torch.no_grad():
+        expected = reference(input_ids=ids, attention_mask=mask).logits
+        return ours(ids, mask, torch.zeros_like(ids)), expected
+
+
 @pytest.fixture(params=["per-row", "padded"])
 def attention_layout(request, monkeypatch):
     """Both ways attention runs: row by row on packed tokens (CPU) and on the padded
@@ -57,36 +109,11 @@ def attention_layout(request, monkeypatch):
 
 @pytest.mark.parametrize("bin_format", [False, True])
 def test_bert_matches_transformers(tmp_path, bin_format, attention_layout):
-    config = transformers.BertConfig(vocab_size=200, max_position_embeddings=64, **SMALL)
-    torch.manual_seed(0)
-    reference = transformers.BertForSequenceClassification(config).eval()
-    reference.save_pretrained(tmp_path)
-    if bin_format:  # older checkpoints ship pytorch_model.bin
-        torch.save(load_file(tmp_path / "model.safetensors"), tmp_path / "pytorch_model.bin")
-        (tmp_path / "model.safetensors").unlink()
-    ours = load_model(tmp_path)
-    ids, mask, types = padded_batch([5, 17, 64, 30], vocab=200, pad_id=0)
-    with torch.no_grad():
-        expected = reference(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
-        actual = ours(ids, mask, types)
-    torch.testing.assert_close(actual, expected, atol=TOLERANCE, rtol=0)
+    assert_parity(*bert_logits(tmp_path, bin_format))
 
 
 def test_xlm_roberta_matches_transformers(tmp_path, attention_layout):
-    config = transformers.XLMRobertaConfig(
-        vocab_size=200, max_position_embeddings=66, pad_token_id=1, type_vocab_size=1, **SMALL
-    )
-    torch.manual_seed(0)
-    reference = transformers.XLMRobertaForSequenceClassification(config).eval()
-    reference.save_pretrained(tmp_path)
-    ours = load_model(tmp_path)
-    ids, mask, _ = padded_batch([64, 3, 40, 12], vocab=200, pad_id=1)
-    types = torch.zeros_like(ids)
-    with torch.no_grad():
-        expected = reference(input_ids=ids, attention_mask=mask).logits
-        actual = ours(ids, mask, types)
-    torch.testing.assert_close(actual, expected, atol=TOLERANCE, rtol=0)
-    assert ours.config.max_tokens == 64
+    assert_parity(*xlm_roberta_logits(tmp_path))
 
 
 @pytest.mark.parametrize("family", ["bert", "roberta"])

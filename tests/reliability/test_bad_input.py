@@ -37,7 +37,12 @@ def stays_healthy(server):
     assert service.admitted == 0 and service.batcher.queued_requests == 0
 
 
-ROUTES = [("/v1/rerank", "documents"), ("/v2/rerank", "documents"), ("/rerank", "texts")]
+ROUTES = [
+    ("/v1/rerank", "documents"),
+    ("/v2/rerank", "documents"),
+    ("/rerank", "texts"),  # TEI's body
+    ("/rerank", "documents"),  # the Cohere-style body of vLLM, Infinity and Together
+]
 
 
 @pytest.mark.parametrize(("path", "field"), ROUTES)
@@ -52,7 +57,8 @@ def test_empty_and_whitespace_documents_are_scored(server, path, field):
     documents = ["", " ", "\n\t", "a reranker reorders results"]
     response = call(server, path, {"query": QUERY, field: documents})
     assert response.status_code == 200, response.text
-    results = response.json() if path == "/rerank" else response.json()["results"]
+    reply = response.json()
+    results = reply if isinstance(reply, list) else reply["results"]
     assert sorted(r["index"] for r in results) == [0, 1, 2, 3]  # one score each
     assert call(server, path, {"query": QUERY, field: []}).status_code == 200
 
@@ -148,13 +154,36 @@ def test_top_n_past_the_documents_returns_them_all(server, path):
     assert sorted(r["index"] for r in response.json()["results"]) == [0, 1, 2]
 
 
-@pytest.mark.parametrize("path", ["/v1/rerank", "/v2/rerank"])
-def test_an_unknown_model_name_is_accepted_and_the_served_model_named(server, path):
-    body = {"query": QUERY, "documents": ["a"], "model": "no-such-model/v9"}
-    response = call(server, path, body)
-    assert response.status_code == 200
-    if path == "/v1/rerank":
-        assert response.json()["model"] == "tiny"
+@pytest.mark.parametrize(("path", "field"), ROUTES)
+def test_an_unknown_model_name_is_a_404_naming_the_served_model(server, path, field):
+    body = {"query": QUERY, field: ["a"], "model": "no-such-model/v9"}
+    error = refused(call(server, path, body), 404, "model_not_found")
+    assert error["field"] == "model" and "'tiny'" in error["error"]
+
+
+@pytest.mark.parametrize(("path", "field"), ROUTES)
+def test_fields_crossrank_does_not_use_are_accepted_whatever_their_type(server, path, field):
+    body = {"query": QUERY, field: ["a", "b"], "stream": None, "nested": {"x": [1, {"y": 2}]}}
+    response = call(server, path, {**body, "": "empty name", "x" * 5000: "long name"})
+    assert response.status_code == 200, response.text
+    header = response.headers["x-crossrank-ignored-fields"]
+    assert header == 'stream, nested, "", ' + "x" * 64 + "..."
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "error_type", "field"),
+    [
+        ({"text_1": " ", "text_2": ["a"]}, 400, "empty_query", "text_1"),
+        ({"queries": ["q", "\t"], "documents": ["a", "b"]}, 400, "empty_query", "queries.1"),
+        ({"text_1": "q", "text_2": ["passage"] * 10_000}, 413, "too_many_documents", "text_2"),
+        ({"text_1": "q", "text_2": None}, 422, "validation_error", "text_2"),
+        ({"text_1": ["q"] * 3, "text_2": "d"}, 422, "validation_error", "text_2"),
+        ({"text_1": {"q": 1}, "text_2": "d"}, 422, "validation_error", "text_1"),
+        ({"text_1": "q", "text_2": "d", "activation": "no"}, 422, "validation_error", "activation"),
+    ],
+)
+def test_vllm_score_bad_input(server, body, status, error_type, field):
+    assert refused(call(server, "/score", body), status, error_type)["field"] == field
 
 
 KEY = "k3y-for-the-matrix"

@@ -1,14 +1,15 @@
-"""Real servers on free loopback ports, serving the tiny random checkpoint."""
+"""Real servers on free loopback ports, serving tiny random checkpoints."""
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -16,8 +17,14 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
+from conftest import make_checkpoint
 from crossrank import Reranker
 from crossrank.server import ServerSettings, create_app
+from crossrank.server.guards import guarded_protocol
+
+# Haystack (whose rankers test_clients.py points at the server) reports usage to its
+# makers unless told not to; tests reach no one.
+os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")
 
 WORDS = [
     "search", "rank", "model", "query", "document", "token", "neural", "dense", "sparse",
@@ -40,10 +47,15 @@ class ServerUrl(str):
 
 
 @contextlib.contextmanager
-def running(reranker: Reranker, **settings) -> Iterator[ServerUrl]:
-    """Start the app with uvicorn in a thread on a loopback port; yield its base URL."""
+def running(
+    models: Reranker | Mapping[str, Reranker], guarded: bool = False, **settings
+) -> Iterator[ServerUrl]:
+    """Start the app with uvicorn in a thread on a loopback port; yield its base URL.
+    A lone reranker is served as "tiny"; a mapping serves each under its name. ``guarded``
+    serves it as ``crossrank serve`` does: with the header deadline and connection cap."""
     settings.setdefault("model_name", "tiny")
-    app = create_app(reranker, ServerSettings(**settings))
+    server_settings = ServerSettings(**settings)
+    app = create_app(models, server_settings)
     # Bind first and hand uvicorn the socket: no window for another process to take the port.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
@@ -51,8 +63,14 @@ def running(reranker: Reranker, **settings) -> Iterator[ServerUrl]:
     # it was handed, and every response waits ~40 ms for a delayed ACK.
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     port = sock.getsockname()[1]
+    options = {}
+    if guarded:
+        options["http"] = guarded_protocol(
+            server_settings.header_timeout_s, server_settings.max_connections_per_client
+        )
+        options["backlog"] = 1024  # hundreds of slow senders connect at once
     server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+        uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", **options)
     )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -101,6 +119,19 @@ def reranker(tiny_checkpoint: Path) -> Reranker:
     return Reranker.from_pretrained(tiny_checkpoint, device="cpu")
 
 
+@pytest.fixture(scope="session")
+def other_reranker(tmp_path_factory) -> Reranker:
+    """Another tiny random model (another seed), to serve beside the first."""
+    folder = make_checkpoint(tmp_path_factory.mktemp("tiny-other"), seed=1)
+    return Reranker.from_pretrained(folder, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def bundled_reranker() -> Reranker:
+    """The model shipped in the package (a real one: its scores mean something)."""
+    return Reranker.from_pretrained(device="cpu")
+
+
 @pytest.fixture(scope="module")
 def server(reranker: Reranker) -> Iterator[ServerUrl]:
     with running(reranker) as url:
@@ -122,9 +153,16 @@ def wait_until_healthy(process: subprocess.Popen, url: str, timeout: float = 60)
 
 
 def metric(text: str, name: str) -> float:
-    """The sum of a metric's samples in a Prometheus exposition."""
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name) and line[len(name)] in " {":
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    """The sum of a metric's samples in a Prometheus exposition; ``name`` may carry labels
+    (``'x_bucket{le="1.0"}'``) that each sample must have, among any others."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def samples(exposition: str):
+        return [s for f in text_string_to_metric_families(exposition) for s in f.samples]
+
+    (wanted,) = samples(f"{name} 0\n")  # the name and labels asked for, parsed alike
+    return sum(
+        sample.value
+        for sample in samples(text)
+        if sample.name == wanted.name and wanted.labels.items() <= sample.labels.items()
+    )

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from crossrank.cli import main
-from crossrank.server.cli import add_parser, model_name, serve_command
+from crossrank.server.cli import add_parser, model_name, model_specs, serve_command
 
 from .conftest import metric, wait_until_healthy
 
@@ -91,7 +91,7 @@ def test_serve_is_a_crossrank_subcommand_with_safe_defaults(tiny_checkpoint, cap
     with pytest.raises(SystemExit):  # registered with the crossrank command
         main(["serve", "--help"])
     assert "--max-queue" in capsys.readouterr().out
-    assert seen["host"] == "127.0.0.1" and seen["port"] == 8000 and seen["model"] is None
+    assert seen["host"] == "127.0.0.1" and seen["port"] == 8000 and seen["model"] == []
     assert seen["api_key"] is None and seen["cors_origin"] == []
     assert model_name(None) == "crossrank-default"
     assert model_name(str(tiny_checkpoint)) == tiny_checkpoint.name
@@ -109,3 +109,42 @@ def test_serve_exposes_the_speed_settings():
     assert defaults.dtype is None and defaults.threads is None
     with pytest.raises(SystemExit):
         serve.parse_args(["--dtype", "int4"])
+
+
+def test_models_are_named_with_name_equals_path(tiny_checkpoint, tmp_path):
+    assert model_specs([]) == [("crossrank-default", None)]
+    path = str(tiny_checkpoint)
+    assert model_specs([path]) == [(tiny_checkpoint.name, path)]
+    assert model_specs([f"fast={path}", "big=BAAI/bge-reranker-base"]) == [
+        ("fast", path),
+        ("big", "BAAI/bge-reranker-base"),
+    ]
+    odd = tmp_path / "a=b"  # a folder whose name holds "=" is a path, not NAME=PATH
+    odd.mkdir()
+    assert model_specs([str(odd)]) == [("a=b", str(odd))]
+    for bad in (["=x"], ["x="], [f"a={path}", f"a={path}"]):
+        with pytest.raises(SystemExit):
+            model_specs(bad)
+
+
+def test_serve_two_named_models(tiny_checkpoint, tiny_jina_checkpoint):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "crossrank.cli", "serve", "--port", str(port),
+         "--model", f"bert={tiny_checkpoint}", "--model", f"jina={tiny_jina_checkpoint}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    try:
+        wait_until_healthy(process, url)
+        cards = httpx.get(f"{url}/v1/models").json()["data"]
+        assert [(c["id"], c["max_length"]) for c in cards] == [("bert", 512), ("jina", 8192)]
+        body = {"query": "q", "documents": ["a", "b"]}
+        assert httpx.post(f"{url}/v1/rerank", json=body).json()["model"] == "bert"
+        named = httpx.post(f"{url}/v1/rerank", json={**body, "model": "jina"}).json()
+        assert named["model"] == "jina"
+    finally:
+        process.terminate()
+        process.wait(60)

@@ -19,6 +19,8 @@ def error_of(response: httpx.Response, status: int) -> dict:
     assert response.status_code == status, response.text
     body = response.json()
     assert body["error"] and body["error_type"]
+    # Under every key a client reads: TEI's clients, Cohere's SDK, Jina-style clients.
+    assert body["message"] == body["detail"] == body["error"]
     assert body["request_id"] == response.headers["x-request-id"]
     return body
 
@@ -56,13 +58,19 @@ def test_the_schema_calls_blank_what_the_server_refuses(query):
         ({"query": QUERY, "documents": ["a"], "top_n": "3"}, "top_n"),  # no silent coercion
         ({"query": QUERY, "documents": ["a"], "return_documents": "yes"}, "return_documents"),
         ({"query": QUERY, "documents": ["a"], "max_chunks_per_doc": -1}, "max_chunks_per_doc"),
-        ({"query": QUERY, "documents": ["a"], "top_k": 3}, "top_k"),  # unknown, not ignored
+        ({"query": QUERY, "documents": ["a"], "top_k": "3"}, None),  # unknown: ignored
+        ({"query": QUERY, "documents": ["a"], "model": 7}, "model"),
         ({"query": QUERY, "documents": [{"title": "no text"}]}, "documents.0.text"),
         ({"query": QUERY, "documents": [{"a": "x"}], "rank_fields": ["b"]}, "documents.0.b"),
     ],
 )
 def test_invalid_jina_and_cohere_v1_bodies_are_422_naming_the_field(server, body, field):
-    assert error_of(httpx.post(f"{server}/v1/rerank", json=body), 422)["field"] == field
+    response = httpx.post(f"{server}/v1/rerank", json=body)
+    if field is None:  # a field crossrank does not know is accepted and reported
+        assert response.status_code == 200, response.text
+        assert response.headers["x-crossrank-ignored-fields"] == "top_k"
+        return
+    assert error_of(response, 422)["field"] == field
 
 
 @pytest.mark.parametrize(
@@ -71,15 +79,29 @@ def test_invalid_jina_and_cohere_v1_bodies_are_422_naming_the_field(server, body
         ("/v2/rerank", {"query": QUERY, "documents": [{"text": "a"}]}, "documents.0"),
         ("/v2/rerank", {"query": QUERY, "documents": ["a"], "max_tokens_per_doc": 0},
          "max_tokens_per_doc"),
-        ("/rerank", {"query": QUERY, "texts": ["a"], "truncation_direction": "Left"},
+        ("/rerank", {"query": QUERY, "texts": ["a"], "truncation_direction": "Up"},
          "truncation_direction"),
+        ("/rerank", {"query": QUERY, "texts": ["a"], "documents": ["a"]}, "body"),
+        ("/rerank", {"query": QUERY}, "body"),
+        ("/rerank", {"query": QUERY, "documents": ["a"], "raw_scores": "no"}, "raw_scores"),
+        ("/rerank", {"query": QUERY, "documents": [{"title": "x"}]}, "documents.0.text"),
+        ("/score", {"text_1": "q"}, "text_2"),
+        ("/score", {"text_1": "q", "queries": "q", "text_2": "d"}, "text_1"),
+        ("/score", {"text_1": ["a", "b"], "text_2": ["a", "b", "c"]}, "text_2"),
+        ("/score", {"text_1": "q", "text_2": []}, "text_2"),
+        ("/v1/score", {"queries": "q", "documents": [3]}, "documents.0"),
         ("/rerank", {"query": QUERY, "texts": ["a"], "raw_scores": 1}, "raw_scores"),
         ("/rerank", {"query": 5, "texts": ["a"]}, "query"),
         ("/rerank", [1, 2], "body"),
     ],
 )  # fmt: skip
-def test_invalid_cohere_v2_and_tei_bodies_are_422_naming_the_field(server, path, body, field):
+def test_invalid_cohere_v2_tei_and_vllm_bodies_are_422_naming_the_field(server, path, body, field):
     assert error_of(httpx.post(f"{server}{path}", json=body), 422)["field"] == field
+
+
+def test_the_rerank_route_says_which_two_bodies_it_takes(server):
+    both = httpx.post(f"{server}/rerank", json={"query": QUERY, "texts": ["a"], "documents": []})
+    assert "`texts` (TEI's rerank) or `documents`" in error_of(both, 422)["error"]
 
 
 def test_malformed_json_and_wrong_routes_get_json_errors(server):
@@ -219,13 +241,15 @@ def wait_until(condition, timeout: float = 10) -> None:
         ('{"query": "q\\ud800", "documents": ["a"]}', "query"),
         ('{"query": "q", "documents": ["a", "\\udfff"]}', "documents.1"),
         ('{"query": "q", "documents": [{"text": "a", "note": "\\ud800"}]}', "documents.0.note"),
+        ('{"query": "q", "documents": ["a"], "\\ud800": 1}', "body"),  # an extra field's name
     ],
 )
 def test_text_that_is_not_unicode_is_a_422_not_a_500(server, body, field):
     response = httpx.post(
         f"{server}/v1/rerank", content=body.encode(), headers={"content-type": "application/json"}
     )
-    assert error_of(response, 422)["field"] == field
+    body = error_of(response, 422)
+    assert body["field"] == field and "not valid Unicode" in body["error"]
 
 
 def test_a_body_that_is_not_json_says_so(server):

@@ -81,15 +81,15 @@ def batch_command(args: argparse.Namespace) -> None:
     except ImportError:
         raise SystemExit("crossrank batch needs Ray: pip install 'crossrank[batch]'") from None
     from crossrank.batch import read_pairs, score_dataset
+    from crossrank.batch.inputs import resolve_input
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     out = Path(args.out)
     if out.suffix != ".parquet":
         raise ValueError(f"--out must name a .parquet file, not {out}")
-    if "://" not in args.input and not Path(args.input).expanduser().exists():
-        raise FileNotFoundError(f"no such file or folder: {args.input}")  # before Ray starts
+    source = resolve_input(args.input, args.beir)  # every input error before Ray starts
     out.parent.mkdir(parents=True, exist_ok=True)
-    is_trec = args.input.endswith(".trec") or args.beir is not None
+    is_trec = source.endswith(".trec") or args.beir is not None
     replica_cpus = args.replicas * args.cpus_per_replica
     started = not ray.is_initialized()  # a caller's own Ray instance is left running
     if started and args.ray_address is None:
@@ -100,7 +100,7 @@ def batch_command(args: argparse.Namespace) -> None:
         ray.init(address=args.ray_address)
     try:
         check_cpus(ray.cluster_resources().get("CPU", 0), replica_cpus, is_trec)
-        pairs = read_pairs(args.input, beir=args.beir, block_rows=args.batch_rows)
+        pairs = read_pairs(source, beir=args.beir, block_rows=args.batch_rows)
         scored = score_dataset(
             pairs,
             args.model,
@@ -113,6 +113,7 @@ def batch_command(args: argparse.Namespace) -> None:
             num_gpus=args.gpus_per_replica,
             max_length=args.max_length,
             long_documents=args.long_documents,
+            max_windows=args.max_windows,
             dtype=args.dtype,
         )
         start = time.monotonic()
@@ -142,8 +143,8 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument(
         "input",
-        help="a TREC run in a BEIR folder (FOLDER/runs/*.trec), or Parquet or JSONL "
-        "(file or folder) of {query_id, query, doc_id, text}",
+        help="a BEIR folder with one run (FOLDER/runs/*.trec), a TREC run file, or Parquet "
+        "or JSONL (file or folder) of {query_id, query, doc_id, text}",
     )
     parser.add_argument("--out", required=True, help="the Parquet file to write")
     parser.add_argument("--trec", default=None, help="also write the scores as a TREC run here")
@@ -177,6 +178,20 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--gpus-per-replica", type=float, default=0, help="GPUs each")
     parser.add_argument("--raw", action="store_true", help="write logits, not sigmoid scores")
     parser.add_argument("--max-length", type=int, default=None)
-    parser.add_argument("--long-documents", choices=["truncate", "chunk"], default=None)
+    parser.add_argument(
+        "--long-documents",
+        choices=["truncate", "chunk", "select"],
+        default=None,
+        help="documents longer than the model's input: cut them, score every window, or "
+        "score the --max-windows windows BM25 ranks best for the query (default: the "
+        "model's own)",
+    )
+    parser.add_argument(
+        "--max-windows",
+        type=positive,
+        default=None,
+        metavar="M",
+        help="windows per document with --long-documents select",
+    )
     parser.add_argument("--dtype", default=None)
     parser.set_defaults(func=batch_command)

@@ -77,8 +77,9 @@ def score_dataset(
     own) is passed through, and ``query``/``text`` are dropped unless ``keep_text``.
     Scores are sigmoid(logit) in [0, 1], or logits if ``raw``. ``model`` is a checkpoint
     folder every node can read, a Hub id, or None for the bundled model;
-    ``reranker_options`` (``max_length``, ``long_documents``, ``dtype``, ``device``) go to
-    ``Reranker``. ``replicas`` is a fixed pool size or a (min, max) range to autoscale.
+    ``reranker_options`` (``max_length``, ``long_documents``, ``max_windows``, ``dtype``,
+    ``device``) go to ``Reranker``. ``replicas`` is a fixed pool size or a (min, max)
+    range to autoscale.
     ``batch_rows`` rows go to the model per actor call (None: whole blocks), in
     ``batch_tokens``-token batches. Each replica takes ``num_cpus`` CPUs (and as many
     torch threads) and ``num_gpus`` GPUs.

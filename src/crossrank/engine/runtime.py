@@ -1,6 +1,9 @@
 """Where and in which number format the model runs.
 
-- CPU, default: float32.
+Which format is the default is decided in ``precision.py`` (bf16 on CPUs with native
+bf16 dot products when a probe finds the model's scores unchanged, else float32).
+
+- CPU, ``"float32"``: the reference.
 - CPU, ``"bfloat16"``: weights and activations in bfloat16. On CPUs with bfloat16 dot
   products (AVX512-BF16, AMX) matrix products run about twice as fast as float32 and
   DL19 nDCG@10 stays within 0.01 of float32 (docs/performance.md); on CPUs without them

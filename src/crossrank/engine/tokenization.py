@@ -2,24 +2,46 @@
 
 The query is capped at ``query_max_length`` tokens and the document gets the rest of
 ``max_length``, so a long document can never push the query out of the input. Documents
-longer than their share are either truncated or split into overlapping windows that
-are each paired with the query (the caller max-pools their scores).
+longer than their share are truncated (``"truncate"``), split into overlapping windows
+that are each paired with the query (``"chunk"``; the caller max-pools their scores), or
+split the same way with only the ``max_windows`` windows that share most words with the
+query kept (``"select"``: BM25 over the windows of that one document, see
+``rank_windows``).
+
+Speed: each document is tokenised once however many windows (and, within a call or
+from the cache, however many queries) it is paired with; windows are slices of its
+token ids, and the pair template ([CLS] q [SEP] d [SEP] for BERT) is worked out once
+per query from the tokenizer's own post-processor.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from tokenizers import Encoding, Tokenizer
 
 log = logging.getLogger(__name__)
 
-LongDocuments = Literal["truncate", "chunk"]
+LongDocuments = Literal["truncate", "chunk", "select"]
+LONG_DOCUMENT_MODES = ("truncate", "chunk", "select")
+
+# Windows kept per document in "select" mode: the smallest m whose BM25-chosen windows
+# gave the same nDCG@10 as reading every window on the dev splits measured (ectsum val,
+# scitldr dev; benchmarks/select_windows.py), never a test split. See
+# docs/evaluation.md#select-then-score for the measurement and how thin it is.
+DEFAULT_MAX_WINDOWS = 3
+
+# BM25 parameters for ranking the windows of one document (the usual Lucene defaults).
+BM25_K1 = 1.2
+BM25_B = 0.75
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +54,24 @@ class PairFeatures:
 
     def __len__(self) -> int:
         return len(self.input_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class PairTemplate:
+    """Where a document's tokens go in a pair: ``prefix + document + suffix``."""
+
+    prefix_ids: list[int]  # e.g. [CLS] query [SEP]
+    prefix_types: list[int]
+    suffix_ids: list[int]  # e.g. [SEP]
+    suffix_types: list[int]
+    document_type: int
+
+    def pair(self, document_ids: Sequence[int], index: int) -> PairFeatures:
+        return PairFeatures(
+            self.prefix_ids + list(document_ids) + self.suffix_ids,
+            self.prefix_types + [self.document_type] * len(document_ids) + self.suffix_types,
+            index,
+        )
 
 
 def load_tokenizer(path: Path) -> Tokenizer:
@@ -48,6 +88,59 @@ def load_tokenizer(path: Path) -> Tokenizer:
     raise FileNotFoundError(f"{path} has no tokenizer.json (nor a WordPiece vocab.txt)")
 
 
+def check_long_documents(mode: str) -> str:
+    if mode not in LONG_DOCUMENT_MODES:
+        raise ValueError(
+            f"long_documents must be one of {', '.join(map(repr, LONG_DOCUMENT_MODES))}, "
+            f"not {mode!r}"
+        )
+    return mode
+
+
+def check_max_windows(max_windows: int | None) -> int | None:
+    if max_windows is not None and (
+        isinstance(max_windows, bool) or not isinstance(max_windows, int) or max_windows < 1
+    ):
+        raise ValueError(f"max_windows must be a whole number of at least 1, not {max_windows!r}")
+    return max_windows
+
+
+def window_starts(length: int, budget: int, overlap: int) -> range:
+    """Start of each window: the same windows as ``Encoding.truncate(budget, stride=overlap)``
+    with its overflow (a test holds them together), without copying the encoding."""
+    if length <= budget:
+        return range(1)
+    return range(0, length - overlap, budget - overlap)
+
+
+def rank_windows(
+    query_ids: Sequence[int], document_ids: np.ndarray, budget: int, overlap: int
+) -> np.ndarray:
+    """Window indices, best first, by BM25 of the query against the windows of one document.
+
+    Hand-written over the token ids the cross-encoder already has (rather than bm25s over
+    the windows' text) because it needs no second tokenisation and no index per pair:
+    term counts per window come from one cumulative sum per query term. Document
+    frequencies are counted over this document's windows only, so words found in every
+    window (stop words, the meeting's recurring names) weigh almost nothing. Ties keep
+    document order.
+    """
+    starts = np.asarray(window_starts(len(document_ids), budget, overlap))
+    ends = np.minimum(starts + budget, len(document_ids))
+    terms, weights = np.unique(np.asarray(query_ids), return_counts=True)
+    hits = document_ids[None, :] == terms[:, None]  # (terms, tokens)
+    cumulative = np.concatenate(
+        [np.zeros((len(terms), 1), np.int64), np.cumsum(hits, axis=1)], axis=1
+    )
+    tf = (cumulative[:, ends] - cumulative[:, starts]).astype(np.float64)  # (terms, windows)
+    df = (tf > 0).sum(axis=1)
+    idf = np.log1p((len(starts) - df + 0.5) / (df + 0.5))
+    lengths = (ends - starts) / np.mean(ends - starts)
+    saturation = tf * (BM25_K1 + 1) / (tf + BM25_K1 * (1 - BM25_B + BM25_B * lengths[None, :]))
+    scores = np.round((weights * idf) @ saturation, 9)  # equal windows tie despite rounding
+    return np.argsort(-scores, kind="stable")
+
+
 class PairEncoder:
     def __init__(
         self,
@@ -56,11 +149,12 @@ class PairEncoder:
         query_max_length: int | None = None,
         long_documents: LongDocuments = "truncate",
         overlap: int | None = None,
+        max_windows: int | None = None,
+        cache_documents: int = 512,
     ):
-        if long_documents not in ("truncate", "chunk"):
-            raise ValueError(
-                f"long_documents must be 'truncate' or 'chunk', not {long_documents!r}"
-            )
+        """``max_windows``: windows kept per document in ``"select"`` mode (default
+        ``DEFAULT_MAX_WINDOWS``). ``cache_documents``: how many documents' token ids to
+        keep between calls (a benchmark pairs the same documents with many queries)."""
         self.tokenizer = Tokenizer.from_str(tokenizer.to_str())
         self.tokenizer.no_truncation()  # we truncate ourselves, per side
         self.tokenizer.no_padding()  # batches are padded to their own longest input
@@ -72,8 +166,16 @@ class PairEncoder:
                 f"query_max_length={self.query_max_length} leaves no room for the document "
                 f"in max_length={max_length}"
             )
-        self.long_documents = long_documents
+        self.long_documents = check_long_documents(long_documents)
+        if max_windows is not None and long_documents != "select":
+            raise ValueError(
+                f"max_windows applies to long_documents='select', not {long_documents!r}"
+            )
         self.overlap = overlap
+        self.max_windows = check_max_windows(max_windows) or DEFAULT_MAX_WINDOWS
+        self.cache_documents = cache_documents
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()
 
     def encode_query(self, query: str) -> Encoding:
         encoding = self.tokenizer.encode(query, add_special_tokens=False)
@@ -86,25 +188,73 @@ class PairEncoder:
             encoding.truncate(self.query_max_length)
         return encoding
 
-    def encode(self, query: str, documents: Sequence[str]) -> list[PairFeatures]:
-        """Inputs for every document, in order; with chunking a document may give several."""
+    def template(self, query_encoding: Encoding) -> PairTemplate:
+        """The checkpoint's pair layout around a one-token placeholder document."""
+        placeholder = self.tokenizer.encode("a", add_special_tokens=False)
+        pair = self.tokenizer.post_process(query_encoding, placeholder)
+        slots = [i for i, sequence in enumerate(pair.sequence_ids) if sequence == 1]
+        first, last = slots[0], slots[-1]
+        return PairTemplate(
+            prefix_ids=pair.ids[:first],
+            prefix_types=pair.type_ids[:first],
+            suffix_ids=pair.ids[last + 1 :],
+            suffix_types=pair.type_ids[last + 1 :],
+            document_type=pair.type_ids[first],
+        )
+
+    def document_ids(self, documents: Sequence[str]) -> list[np.ndarray]:
+        """Token ids of each document, each distinct text tokenised once (and cached)."""
+        with self._cache_lock:
+            cached = {d: self._cache[d] for d in documents if d in self._cache}
+        new = [d for d in dict.fromkeys(documents) if d not in cached]
+        for text, encoding in zip(
+            new, self.tokenizer.encode_batch(new, add_special_tokens=False), strict=True
+        ):
+            cached[text] = np.asarray(encoding.ids, dtype=np.int64)
+        with self._cache_lock:
+            for text in documents:
+                self._cache[text] = cached[text]
+                self._cache.move_to_end(text)
+            while len(self._cache) > self.cache_documents:
+                self._cache.popitem(last=False)
+        return [cached[d] for d in documents]
+
+    def window_overlap(self, budget: int) -> int:
+        return budget // 4 if self.overlap is None else min(self.overlap, budget - 1)
+
+    def encode(
+        self,
+        query: str,
+        documents: Sequence[str],
+        long_documents: LongDocuments | None = None,
+        max_windows: int | None = None,
+    ) -> list[PairFeatures]:
+        """Inputs for every document, in order; a windowed document may give several.
+
+        ``long_documents`` and ``max_windows`` override the encoder's settings for this call.
+        """
+        mode = check_long_documents(long_documents or self.long_documents)
+        if max_windows is not None and mode != "select":
+            raise ValueError(f"max_windows applies to long_documents='select', not {mode!r}")
+        keep = check_max_windows(max_windows) or self.max_windows
         query_encoding = self.encode_query(query)
+        template = self.template(query_encoding)
         budget = self.max_length - self.num_special - len(query_encoding)
         features = []
-        for index, document in enumerate(
-            self.tokenizer.encode_batch(documents, add_special_tokens=False)
-        ):
-            for window in self.windows(document, budget):
-                pair = self.tokenizer.post_process(query_encoding, window)
-                features.append(PairFeatures(pair.ids, pair.type_ids, index))
+        for index, ids in enumerate(self.document_ids(documents)):
+            for start in self.chosen_windows(query_encoding.ids, ids, budget, mode, keep):
+                features.append(template.pair(ids[start : start + budget].tolist(), index))
         return features
 
-    def windows(self, document: Encoding, budget: int) -> list[Encoding]:
-        if len(document) <= budget:
-            return [document]
-        if self.long_documents == "truncate":
-            document.truncate(budget)
-            return [document]
-        overlap = budget // 4 if self.overlap is None else min(self.overlap, budget - 1)
-        document.truncate(budget, stride=overlap)
-        return [document, *document.overflowing]
+    def chosen_windows(
+        self, query_ids: Sequence[int], ids: np.ndarray, budget: int, mode: str, keep: int
+    ) -> list[int]:
+        """Start offsets of the windows of one document that the model reads, in order."""
+        if mode == "truncate" or len(ids) <= budget:
+            return [0]
+        overlap = self.window_overlap(budget)
+        starts = list(window_starts(len(ids), budget, overlap))
+        if mode == "select" and len(starts) > keep:
+            best = rank_windows(query_ids, ids, budget, overlap)[:keep]
+            starts = [starts[i] for i in sorted(best)]
+        return starts

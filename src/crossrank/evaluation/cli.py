@@ -9,6 +9,44 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the command imports its libraries only when it runs: a fast --help
     from crossrank.evaluation.harness import EvalReport
+    from crossrank.evaluation.suite import DepthRow, SetResult
+
+MODES = ("truncate", "chunk", "select")
+MODE_GROUPS = {"both": ["truncate", "chunk"], "all": list(MODES)}
+
+
+def parse_modes(text: str) -> list[str]:
+    """``truncate``, ``chunk,select``, ``both`` (truncate,chunk) or ``all``."""
+    if text in MODE_GROUPS:
+        return MODE_GROUPS[text]
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    for mode in modes:
+        if mode not in MODES:
+            choices = ", ".join([*MODES, *MODE_GROUPS])
+            raise argparse.ArgumentTypeError(f"unknown mode {mode!r}; use {choices}")
+    return modes
+
+
+def parse_windows(text: str) -> list[int]:
+    try:
+        windows = [int(m) for m in text.split(",") if m.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--max-windows takes numbers, not {text!r}") from None
+    if not windows or min(windows) < 1:
+        raise argparse.ArgumentTypeError(f"--max-windows must be at least 1, not {text!r}")
+    return windows
+
+
+def parse_depths(text: str) -> list[int]:
+    try:
+        depths = [int(d) for d in text.split(",") if d.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--depths takes numbers like 10,20,50, not {text!r}"
+        ) from None
+    if not depths or min(depths) < 1:
+        raise argparse.ArgumentTypeError(f"--depths must be positive, not {text!r}")
+    return depths
 
 
 def systems(report: EvalReport) -> dict[str, dict[str, float]]:
@@ -43,18 +81,146 @@ def format_table(report: EvalReport) -> str:
         if report.reranked:
             row += f"{last[metric] - first[metric]:>+17.4f}"
         lines.append(row)
+    if report.costs:
+        lines.append("")
+        for mode, cost in report.costs.items():
+            tokens = f", cross-encoder read {cost['tokens']:,} tokens" if "tokens" in cost else ""
+            lines.append(
+                f"rerank ({mode}): {cost['seconds']:.1f} s wall, {cost['cpu_seconds']:.1f} s "
+                f"CPU for {cost['pairs']:,} pairs{tokens}"
+            )
     return "\n".join(lines)
 
 
+def format_suite(results: list[SetResult]) -> str:
+    """One row per system, one column per set, then the averages (LoCo style)."""
+    names = [r.name for r in results]
+    long_sets = [r for r in results if r.long]
+    first = results[0]
+    lines = [
+        f"first stage {first.first_stage}, reranking top-{first.top_k}; queries: "
+        + ", ".join(f"{r.name} {r.split} {r.queries}" for r in results),
+        "",
+        f"{'nDCG@10':<30}" + "".join(f"{n:>10}" for n in names) + f"{'avg long':>10}{'avg':>10}",
+    ]
+    for i, system in enumerate(first.systems):
+        values = [r.systems[i].ndcg10 for r in results]
+        long_values = [r.systems[i].ndcg10 for r in long_sets]
+        average_long = f"{sum(long_values) / len(long_values):>10.4f}" if long_values else ""
+        lines.append(
+            f"{system.label:<30}"
+            + "".join(f"{v:>10.4f}" for v in values)
+            + f"{average_long or '-':>10}{sum(values) / len(values):>10.4f}"
+        )
+    for title, key, fmt in (
+        ("rerank seconds (wall)", "seconds", "{:>10.1f}"),
+        ("rerank seconds (CPU)", "cpu_seconds", "{:>10.1f}"),
+        ("cross-encoder tokens read", "tokens", "{:>10,}"),
+    ):
+        lines += ["", f"{title:<30}" + "".join(f"{n:>10}" for n in names)]
+        for i, system in enumerate(first.systems):
+            values = [getattr(r.systems[i], key) for r in results]
+            if values[0] is None:
+                continue
+            lines.append(f"{system.label:<30}" + "".join(fmt.format(v) for v in values))
+    return "\n".join(lines)
+
+
+def format_depths(name: str, split: str, queries: int, first_stage: float, rows: list[DepthRow]):
+    lines = [
+        f"{name} / {split}: {queries} queries; first stage nDCG@10 {first_stage:.4f}",
+        "",
+        f"{'depth':>6}{'pairs':>8}{'nDCG@10':>10}{'rerank s':>10}{'CPU s':>8}{'tokens':>12}",
+    ]
+    for row in rows:
+        lines.append(
+            f"{row.depth:>6}{row.pairs:>8}{row.ndcg10:>10.4f}{row.seconds:>10.1f}"
+            f"{row.cpu_seconds:>8.1f}{row.tokens:>12,}"
+        )
+    return "\n".join(lines)
+
+
+def suite_command(args: argparse.Namespace) -> None:
+    from crossrank.evaluation.suite import LOCO_SETS, run_suite, suite_json
+
+    results = run_suite(
+        args.dataset,
+        sets=tuple(args.sets or LOCO_SETS),
+        first_stage=args.first_stage,
+        top_k=args.top_k,
+        modes=tuple(args.long_documents or MODES),
+        biencoder=not args.no_biencoder,
+        model=args.model,
+        max_length=args.max_length,
+        max_windows=tuple(args.max_windows or [None]),
+        max_queries=args.max_queries,
+        device=args.device,
+        progress=True,
+    )
+    print(format_suite(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(suite_json(results), indent=2) + "\n")
+        print(f"\nwrote {args.json}")
+    if args.plot:
+        from crossrank.evaluation.plot import plot_quality_cost
+
+        plot_quality_cost(results, args.plot)
+        print(f"wrote {args.plot}")
+
+
+def depths_command(args: argparse.Namespace) -> None:
+    from dataclasses import asdict
+
+    from crossrank.evaluation.suite import depth_sweep
+
+    modes = args.long_documents or [None]
+    if len(modes) > 1:
+        raise ValueError("--depths takes one --long-documents mode")
+    dataset, first_stage, rows = depth_sweep(
+        args.dataset,
+        args.depths,
+        split=args.split,
+        first_stage=args.first_stage,
+        model=args.model,
+        long_documents=modes[0],
+        max_windows=args.max_windows,
+        max_length=args.max_length,
+        max_queries=args.max_queries,
+        device=args.device,
+        progress=True,
+    )
+    print(format_depths(dataset.name, dataset.split, len(dataset.queries), first_stage, rows))
+    if args.json:
+        out = {"first_stage_ndcg10": first_stage, "rows": [asdict(r) for r in rows]}
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+        print(f"\nwrote {args.json}")
+    if args.plot:
+        from crossrank.evaluation.plot import plot_depths
+
+        title = (
+            f"{dataset.name} {dataset.split} ({len(dataset.queries)} queries, {args.first_stage})"
+        )
+        plot_depths(rows, first_stage, args.plot, title)
+        print(f"wrote {args.plot}")
+
+
 def eval_command(args: argparse.Namespace) -> None:
+    if args.max_windows is not None and "select" not in (args.long_documents or ["select"]):
+        raise ValueError("--max-windows applies to --long-documents select")
+    if args.max_windows is not None and len(args.max_windows) > 1 and not args.suite:
+        raise ValueError("several --max-windows values are for --suite; give one")
+    if args.max_windows is not None and not args.suite:
+        args.max_windows = args.max_windows[0]
+    if args.top_k is None:
+        args.top_k = 20 if args.suite else 100
+    if args.suite:
+        return suite_command(args)
+    if args.depths:
+        return depths_command(args)
     from crossrank.evaluation.harness import evaluate_reranking
     from crossrank.evaluation.plot import plot_metrics
 
-    modes = None
-    if args.long_documents == "both":
-        modes = ["truncate", "chunk"]
-    elif args.long_documents:
-        modes = [args.long_documents]
+    modes = args.long_documents
     # DatasetError is a ValueError: crossrank's main() prints it as a one-line message
     report = evaluate_reranking(
         args.dataset,
@@ -71,6 +237,7 @@ def eval_command(args: argparse.Namespace) -> None:
         device=args.device,
         progress=True,
         cache=not args.no_cache,
+        max_windows=args.max_windows,
     )
     print(format_table(report))
     if args.json:
@@ -106,7 +273,12 @@ def add_parser(subparsers) -> None:
         help="BM25 (bm25s), dense (all-MiniLM-L6-v2), hybrid (reciprocal-rank fusion of "
         "both), or the given run runs/<split>.NAME.trec (default: bm25)",
     )
-    parser.add_argument("--top-k", type=int, default=100, help="documents reranked per query")
+    parser.add_argument(
+        "--top-k",
+        type=int,
+        default=None,
+        help="documents reranked per query (default: 100; with --suite: 20)",
+    )
     parser.add_argument(
         "--model",
         "-m",
@@ -123,10 +295,47 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--no-rerank", action="store_true", help="evaluate the first stage only")
     parser.add_argument(
         "--long-documents",
-        choices=["truncate", "chunk", "both"],
+        type=parse_modes,
         default=None,
-        help="how the reranker reads documents longer than its input; both: compare "
-        "(default: the model's own default)",
+        metavar="MODES",
+        help="how the reranker reads documents longer than its input: truncate, chunk "
+        "(every window), select (the --max-windows BM25-best windows), a comma-separated "
+        "list to compare, both (truncate,chunk) or all (default: the model's own default; "
+        "with --suite: all)",
+    )
+    parser.add_argument(
+        "--max-windows",
+        type=parse_windows,
+        default=None,
+        metavar="M",
+        help="windows per document in select mode (default: crossrank's measured default); "
+        "with --suite a comma-separated list compares several",
+    )
+    parser.add_argument(
+        "--suite",
+        choices=["loco"],
+        default=None,
+        help="loco: DATASET is a folder of sets; rerank the long-document sets qmsum, "
+        "covid-qa, ectsum (and scitldr, a short-document control) with every "
+        "long-document mode and the bi-encoder over the same candidates, and report "
+        "nDCG@10, rerank time and the tokens the cross-encoder read",
+    )
+    parser.add_argument(
+        "--sets",
+        nargs="+",
+        default=None,
+        metavar="NAME[:SPLIT[:QUERIES]]",
+        help="with --suite: the sets to run (default: qmsum covid-qa ectsum scitldr, test)",
+    )
+    parser.add_argument(
+        "--no-biencoder", action="store_true", help="with --suite: skip the bi-encoder rows"
+    )
+    parser.add_argument(
+        "--depths",
+        type=parse_depths,
+        default=None,
+        metavar="10,20,50,...",
+        help="rerank the top 10, 20, 50... and report nDCG@10 and rerank time per depth",
     )
     parser.add_argument("--max-length", type=int, default=None, help="cross-encoder input tokens")
     parser.add_argument(
@@ -148,7 +357,12 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--device", default=None)
     parser.add_argument("--json", metavar="OUT", help="write the metrics as JSON")
-    parser.add_argument("--plot", metavar="OUT.png", help="write a bar chart")
+    parser.add_argument(
+        "--plot",
+        metavar="OUT.png",
+        help="write a bar chart (--suite: quality against cost; --depths: nDCG@10 and time "
+        "against depth)",
+    )
     parser.add_argument(
         "--save-runs", metavar="DIR", help="write the first-stage and reranked runs (TREC format)"
     )

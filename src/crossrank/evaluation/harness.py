@@ -5,6 +5,7 @@ The Python face of ``crossrank eval``; the command line only parses and prints.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,9 @@ class EvalReport:
     reranked: dict[str, dict[str, float]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     runs: dict[str, Run] = field(default_factory=dict, repr=False)  # "first_stage", mode
+    # mode -> {"seconds": rerank stage wall time, "cpu_seconds", "tokens": cross-encoder
+    # tokens read, "pairs"}
+    costs: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         out: dict = {"first_stage": self.first_stage}
@@ -48,6 +52,7 @@ class EvalReport:
             "top_k": self.top_k,
             "reranker": self.reranker,
             "long_documents": list(self.reranked) or None,
+            "costs": self.costs,
             "binary_relevance_level": self.convention.relevance_level,
             "mixed_queries_only": self.convention.mixed_only,
             "notes": self.notes,
@@ -73,6 +78,7 @@ def make_scorer(
     device: str | None,
     max_length: int | None,
     progress: bool = False,
+    max_windows: int | None = None,
 ) -> Scorer:
     if reranker == "biencoder":
         return BiEncoder(Embedder(model, device=device), long_documents or "truncate", progress)
@@ -83,7 +89,8 @@ def make_scorer(
     return CrossEncoder(
         Reranker.from_pretrained(
             model, device=device, max_length=max_length, long_documents=long_documents
-        )
+        ),
+        max_windows=max_windows,
     )
 
 
@@ -102,12 +109,14 @@ def evaluate_reranking(
     device: str | None = None,
     progress: bool = False,
     cache: bool = True,
+    max_windows: int | None = None,
 ) -> EvalReport:
     """Metrics of the first stage and, unless ``rerank=False``, of its reranked top-k.
 
     ``long_documents`` lists the modes to compare (e.g. ``["truncate", "chunk"]``);
     ``None`` uses the model's default. ``all_queries`` turns off a benchmark's query
     filter (WikiQA/TrecQA: questions with both a correct and a wrong candidate).
+    ``max_windows``: windows read per document in ``"select"`` mode.
     """
     if top_k < 1:
         raise ValueError(f"--top-k must be at least 1, not {top_k}")
@@ -143,18 +152,32 @@ def evaluate_reranking(
     if not rerank:
         return report
     for mode in long_documents or [None]:
-        scorer = make_scorer(reranker, model, mode, device, max_length, progress)
+        windows = max_windows if mode == "select" else None
+        scorer = make_scorer(reranker, model, mode, device, max_length, progress, windows)
+        start, cpu = time.perf_counter(), time.process_time()
         reranked = rerank_run(
             run, dataset.queries, dataset.corpus, scorer, top_k, progress=progress
         )
         name = scorer.long_documents
+        report.costs[name] = rerank_cost(scorer, time.perf_counter() - start, reranked, top_k)
+        report.costs[name]["cpu_seconds"] = time.process_time() - cpu
         report.reranked[name] = evaluate(reranked, dataset.qrels, convention.relevance_level)
         report.runs[f"reranked.{name}"] = reranked
         report.reranker = describe_scorer(scorer)
     return report
 
 
+def rerank_cost(scorer: Scorer, seconds: float, run: Run, top_k: int) -> dict[str, float]:
+    cost = {"seconds": seconds, "pairs": sum(min(len(d), top_k) for d in run.values())}
+    if isinstance(scorer, CrossEncoder):
+        cost["tokens"] = scorer.tokens
+    return cost
+
+
 def describe_scorer(scorer: Scorer) -> str:
     if isinstance(scorer, BiEncoder):
         return f"bi-encoder {scorer.embedder.path}"
-    return f"cross-encoder {scorer.reranker.path}"
+    settings = f"max_length={scorer.reranker.max_length}"
+    if scorer.max_windows:
+        settings += f", max_windows={scorer.max_windows}"
+    return f"cross-encoder {scorer.reranker.path} ({settings})"

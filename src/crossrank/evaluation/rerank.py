@@ -23,14 +23,37 @@ class Scorer(Protocol):
 
 
 class CrossEncoder:
-    """A ``Reranker`` scoring with raw logits: sigmoids saturate to 1.0 and would tie."""
+    """A ``Reranker`` scoring with raw logits: sigmoids saturate to 1.0 and would tie.
 
-    def __init__(self, reranker):
+    ``long_documents``/``max_windows`` default to the reranker's own. ``tokens`` counts
+    the tokens the model read (every window's input, padding excluded): the cost that
+    separates the long-document modes.
+    """
+
+    def __init__(
+        self,
+        reranker,
+        long_documents: LongDocuments | None = None,
+        max_windows: int | None = None,
+    ):
         self.reranker = reranker
-        self.long_documents = reranker.encoder.long_documents
+        self.long_documents = long_documents or reranker.encoder.long_documents
+        self.max_windows = None
+        if self.long_documents == "select":
+            self.max_windows = max_windows or reranker.encoder.max_windows
+        self.tokens = 0
+
+    @property
+    def label(self) -> str:
+        if self.long_documents == "select":
+            return f"select (m={self.max_windows})"
+        return self.long_documents
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
-        return self.reranker.score_pairs(pairs, raw=True)
+        features = self.reranker.pair_features(pairs, self.long_documents, self.max_windows)
+        self.tokens += sum(len(f) for f in features)
+        logits = self.reranker.pool(self.reranker.logits(features), features, len(pairs))
+        return [float(x) for x in logits]
 
 
 class BiEncoder:
@@ -53,6 +76,7 @@ class BiEncoder:
             )
         self.embedder = embedder or Embedder()
         self.long_documents = long_documents
+        self.label = long_documents
         self.progress = progress  # a bar for the (slow) embedding of many long documents
         self.cache: dict[str, np.ndarray] = {}  # text -> (windows, dim): lists share docs
 
@@ -109,17 +133,28 @@ def rerank_run(
                 )
             pairs.append((queries[query], corpus[doc]))
             slots.append((query, doc))
-    new_scores: list[float] = []
+    new_scores = score_in_blocks(pairs, scorer, block, progress)
+    return rescored_run(run, dict(zip(slots, new_scores, strict=True)), top_k)
+
+
+def score_in_blocks(
+    pairs: Sequence[tuple[str, str]], scorer: Scorer, block: int = 256, progress: bool = False
+) -> list[float]:
+    scores: list[float] = []
     with tqdm(total=len(pairs), desc="reranking", unit="pair", disable=not progress) as bar:
         for start in range(0, len(pairs), block):
-            new_scores.extend(scorer.score_pairs(pairs[start : start + block]))
+            scores.extend(scorer.score_pairs(pairs[start : start + block]))
             bar.update(len(pairs[start : start + block]))
-    reranked: Run = {query: {} for query in run}
-    for (query, doc), score in zip(slots, new_scores, strict=True):
-        reranked[query][doc] = score
-    for query, scores in run.items():
-        tail = top_docs(scores)[top_k:]
+    return scores
+
+
+def rescored_run(run: Run, scores: dict[tuple[str, str], float], top_k: int) -> Run:
+    """Each query's top ``top_k`` by their new ``scores``, then the rest in first-stage order."""
+    reranked: Run = {}
+    for query, first_stage in run.items():
+        ranked = top_docs(first_stage)
+        reranked[query] = {doc: scores[query, doc] for doc in ranked[:top_k]}
         floor = min(reranked[query].values(), default=0.0)
-        for position, doc in enumerate(tail, 1):
+        for position, doc in enumerate(ranked[top_k:], 1):
             reranked[query][doc] = floor - position
     return reranked

@@ -23,6 +23,8 @@ ACTIVATIONS = {
     "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
     "relu": F.relu,
 }
+# activations torch._addmm_activation computes exactly on CPU: name -> its use_gelu flag
+FUSED_ACTIVATIONS = {"gelu": True, "relu": False}
 
 
 @dataclass
@@ -109,7 +111,8 @@ class ProjectAddNorm(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, x, residual):
-        return self.LayerNorm(residual + self.dropout(self.dense(x)))
+        # in place: one (tokens, hidden) temporary fewer; the sum is the same either way round
+        return self.LayerNorm(self.dropout(self.dense(x)).add_(residual))
 
 
 class SelfAttention(nn.Module):
@@ -138,9 +141,28 @@ class Intermediate(nn.Module):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
         self.activation = ACTIVATIONS[config.hidden_act]
+        # the use_gelu flag of the fused form; None: this activation has none
+        self.addmm_use_gelu = FUSED_ACTIVATIONS.get(config.hidden_act)
 
     def forward(self, x):
+        if self.addmm_use_gelu is not None and can_fuse_activation(x, self.dense):
+            # bias and activation applied in place on the product: on CPU the same results,
+            # bit for bit, with one (tokens, intermediate) temporary fewer (docs/performance.md)
+            return torch._addmm_activation(
+                self.dense.bias, x, self.dense.weight.t(), use_gelu=self.addmm_use_gelu
+            )
         return self.activation(self.dense(x))
+
+
+def can_fuse_activation(x: Tensor, layer: nn.Module) -> bool:
+    """torch's addmm+activation for inference on CPU (on CUDA its GELU is the tanh form)."""
+    return (
+        x.is_cpu
+        and x.dim() == 2
+        and type(layer) is nn.Linear
+        and layer.bias is not None
+        and not torch.is_grad_enabled()
+    )
 
 
 class BertLayer(nn.Module):

@@ -4,18 +4,23 @@ With no options this produces exactly what ``PairEncoder.encode`` produces (a te
 the two together), so the server scores what ``Reranker.rerank`` scores. The options are
 the ones the Cohere and TEI APIs let a client set per request, and that a shared
 ``PairEncoder`` cannot take: a cap on document tokens (Cohere v2 ``max_tokens_per_doc``),
-a cap on windows per document (Cohere v1 ``max_chunks_per_doc``) and truncation instead
-of chunking (TEI ``truncate``). It also reports what it cut, so the response can say so.
+a cap on windows per document (Cohere v1 ``max_chunks_per_doc``: the windows BM25 ranks
+best for the query, as ``long_documents="select"`` reads them) and truncation instead
+of chunking (TEI ``truncate``, cutting from the right or, with ``truncation_direction``,
+the left). It also reports what it cut, so the response can say so. vLLM's N:N scoring
+pairs each document with its own query (``queries``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
+import numpy as np
 from tokenizers import Encoding
 
-from crossrank.engine.tokenization import LongDocuments, PairEncoder, PairFeatures
+from crossrank.engine.tokenization import LongDocuments, PairEncoder, PairFeatures, rank_windows
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,12 +28,13 @@ class EncodeOptions:
     long_documents: LongDocuments | None = None  # None: the server's (the model's) default
     max_tokens_per_doc: int | None = None
     max_chunks_per_doc: int | None = None
+    truncation_direction: Literal["right", "left"] = "right"  # which end a cut keeps out
 
 
 @dataclass(slots=True)
 class Encoded:
     features: list[PairFeatures]
-    query_tokens: int  # query tokens before the cap
+    query_tokens: int  # query tokens before the cap (the longest query's)
     query_capped: bool
     truncated: list[int] = field(default_factory=list)  # documents not scored in full
 
@@ -45,45 +51,82 @@ def encode_request(
     options: EncodeOptions = EncodeOptions(),  # frozen, so sharing the default is safe
 ) -> Encoded:
     """Model inputs for every document, in order, mirroring ``PairEncoder.encode``."""
+    result = Encoded(features=[], query_tokens=0, query_capped=False)
+    encode_group(encoder, query, list(documents), list(range(len(documents))), options, result)
+    return result
+
+
+def encode_pairs(
+    encoder: PairEncoder,
+    queries: Sequence[str],
+    documents: Sequence[str],
+    options: EncodeOptions = EncodeOptions(),
+) -> Encoded:
+    """Model inputs for document i paired with ``queries[i]`` (vLLM's N:N scoring); each
+    distinct query is tokenized once, with all of its documents."""
+    groups: dict[str, list[int]] = {}
+    for index, query in enumerate(queries):
+        groups.setdefault(query, []).append(index)
+    result = Encoded(features=[], query_tokens=0, query_capped=False)
+    for query, indices in groups.items():
+        encode_group(encoder, query, [documents[i] for i in indices], indices, options, result)
+    result.truncated.sort()
+    return result
+
+
+def encode_group(
+    encoder: PairEncoder,
+    query: str,
+    documents: list[str],
+    indices: list[int],
+    options: EncodeOptions,
+    result: Encoded,
+) -> None:
+    """Append the model inputs of one query's documents (at ``indices``) to ``result``."""
     tokenizer = encoder.tokenizer
     # PairEncoder.encode_query, without its log line: the response reports the cap instead.
     query_encoding = tokenizer.encode(query, add_special_tokens=False)
-    result = Encoded(
-        features=[],
-        query_tokens=len(query_encoding),
-        query_capped=len(query_encoding) > encoder.query_max_length,
-    )
-    if result.query_capped:
+    result.query_tokens = max(result.query_tokens, len(query_encoding))
+    if len(query_encoding) > encoder.query_max_length:
+        result.query_capped = True
         query_encoding.truncate(encoder.query_max_length)
     budget = encoder.max_length - encoder.num_special - len(query_encoding)
     mode = options.long_documents or encoder.long_documents
-    for index, document in enumerate(tokenizer.encode_batch(documents, add_special_tokens=False)):
+    encodings = tokenizer.encode_batch(documents, add_special_tokens=False)
+    for index, document in zip(indices, encodings, strict=True):
         cut = False
         if options.max_tokens_per_doc is not None and len(document) > options.max_tokens_per_doc:
             document.truncate(options.max_tokens_per_doc)
             cut = True
         if mode == "truncate" and len(document) > budget:
             cut = True
-        windows = windows_of(document, budget, mode, encoder.overlap)
-        if options.max_chunks_per_doc is not None and len(windows) > options.max_chunks_per_doc:
-            windows = windows[: options.max_chunks_per_doc]
+        ids = np.asarray(document.ids)  # windows_of cuts the encoding in place
+        windows = windows_of(document, budget, mode, encoder.overlap, options.truncation_direction)
+        keep = options.max_chunks_per_doc or (encoder.max_windows if mode == "select" else None)
+        if keep is not None and len(windows) > keep:
+            # select-then-score: only the windows BM25 ranks best for the query, in order
+            ranked = rank_windows(query_encoding.ids, ids, budget, encoder.window_overlap(budget))
+            windows = [windows[i] for i in sorted(ranked[:keep])]
             cut = True
         if cut:
             result.truncated.append(index)
         for window in windows:
             pair = tokenizer.post_process(query_encoding, window)
             result.features.append(PairFeatures(pair.ids, pair.type_ids, index))
-    return result
 
 
 def windows_of(
-    document: Encoding, budget: int, mode: LongDocuments, overlap: int | None
+    document: Encoding,
+    budget: int,
+    mode: LongDocuments,
+    overlap: int | None,
+    direction: Literal["right", "left"] = "right",
 ) -> list[Encoding]:
-    """``PairEncoder.windows`` with the mode chosen per request."""
+    """``PairEncoder.windows`` with the mode (and a cut's direction) chosen per request."""
     if len(document) <= budget:
         return [document]
     if mode == "truncate":
-        document.truncate(budget)
+        document.truncate(budget, direction=direction)
         return [document]
     overlap = budget // 4 if overlap is None else min(overlap, budget - 1)
     document.truncate(budget, stride=overlap)

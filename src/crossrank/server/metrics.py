@@ -1,4 +1,8 @@
-"""Prometheus metrics, in a registry of the app's own (two apps in one process stay apart)."""
+"""Prometheus metrics, in a registry of the app's own (two apps in one process stay apart).
+
+HTTP requests are counted by route; everything about queues and model calls carries a
+``model`` label, as each served model has its own queue and inference thread.
+"""
 
 from __future__ import annotations
 
@@ -32,64 +36,94 @@ class ServerMetrics:
             registry=r,
         )
         self.queue_requests = Gauge(
-            "crossrank_queue_requests", "requests with inputs waiting for the model", registry=r
+            "crossrank_queue_requests",
+            "requests with inputs waiting for the model",
+            ["model"],
+            registry=r,
         )
         self.queue_pairs = Gauge(
-            "crossrank_queue_pairs", "model inputs (pairs or windows) waiting", registry=r
+            "crossrank_queue_pairs",
+            "model inputs (pairs or windows) waiting",
+            ["model"],
+            registry=r,
         )
         self.in_flight = Gauge(
             "crossrank_requests_in_flight",
             "rerank requests admitted and not yet answered (what --max-queue bounds)",
+            ["model"],
             registry=r,
         )
         self.batch_pairs = Histogram(
             "crossrank_batch_pairs",
             "model inputs per inference step",
+            ["model"],
             buckets=SIZE_BUCKETS,
             registry=r,
         )
         self.batch_tokens = Histogram(
             "crossrank_batch_tokens",
             "tokens (without padding) per inference step",
+            ["model"],
             buckets=SIZE_BUCKETS,
             registry=r,
         )
         self.batch_requests = Histogram(
             "crossrank_batch_requests",
             "distinct requests per inference step",
+            ["model"],
             buckets=SIZE_BUCKETS,
             registry=r,
         )
         self.batch_seconds = Histogram(
             "crossrank_batch_duration_seconds",
             "model time per inference step",
+            ["model"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.tokens_scored = Counter(
-            "crossrank_tokens_scored", "tokens read by the model", registry=r
+            "crossrank_tokens_scored", "tokens read by the model", ["model"], registry=r
         )
-        self.pairs_scored = Counter("crossrank_pairs_scored", "model inputs scored", registry=r)
+        self.pairs_scored = Counter(
+            "crossrank_pairs_scored", "model inputs scored", ["model"], registry=r
+        )
         self.dropped = Counter(
             "crossrank_requests_dropped",
             "requests dropped before they were answered, by reason",
-            ["reason"],
+            ["model", "reason"],
             registry=r,
         )
 
-    def watch(self, batcher: Batcher) -> None:
-        """Read queue depth from the batcher when scraped, not on every change."""
-        self.queue_requests.set_function(lambda: batcher.queued_requests)
-        self.queue_pairs.set_function(lambda: batcher.queued_pairs)
-
-    def observe_batch(self, stats: BatchStats) -> None:
-        """Called by the inference thread after each step (prometheus_client is thread-safe)."""
-        self.batch_pairs.observe(stats.pairs)
-        self.batch_tokens.observe(stats.tokens)
-        self.batch_requests.observe(stats.requests)
-        self.batch_seconds.observe(stats.seconds)
-        self.tokens_scored.inc(stats.tokens)
-        self.pairs_scored.inc(stats.pairs)
+    def for_model(self, name: str) -> ModelMetrics:
+        return ModelMetrics(self, name)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class ModelMetrics:
+    """One served model's series (its ``model`` label set once, here)."""
+
+    def __init__(self, metrics: ServerMetrics, name: str):
+        self.metrics = metrics
+        self.name = name
+        self.in_flight = metrics.in_flight.labels(name)
+        self.in_flight.set(0)  # shown from the start, not from the first request
+
+    def watch(self, batcher: Batcher) -> None:
+        """Read queue depth from the batcher when scraped, not on every change."""
+        self.metrics.queue_requests.labels(self.name).set_function(lambda: batcher.queued_requests)
+        self.metrics.queue_pairs.labels(self.name).set_function(lambda: batcher.queued_pairs)
+
+    def observe_batch(self, stats: BatchStats) -> None:
+        """Called by the inference thread after each step (prometheus_client is thread-safe)."""
+        m, name = self.metrics, self.name
+        m.batch_pairs.labels(name).observe(stats.pairs)
+        m.batch_tokens.labels(name).observe(stats.tokens)
+        m.batch_requests.labels(name).observe(stats.requests)
+        m.batch_seconds.labels(name).observe(stats.seconds)
+        m.tokens_scored.labels(name).inc(stats.tokens)
+        m.pairs_scored.labels(name).inc(stats.pairs)
+
+    def dropped(self, reason: str) -> None:
+        self.metrics.dropped.labels(self.name, reason).inc()

@@ -1,16 +1,22 @@
-"""Request and response bodies of each API dialect (Jina/Cohere v1, Cohere v2, TEI).
+"""What every dialect's schemas share: strict field types, the tolerance rule, Cohere's
+``meta``, the error body, and the service routes' bodies.
 
-Requests are strict (no "5" for 5, no "true" for true) and reject unknown fields, so
-nothing a client sends is silently reinterpreted or ignored; the error names the field.
+The tolerance rule: a request is accepted whenever the service a dialect imitates would
+accept it. Fields crossrank reads keep strict types and limits (no "5" for 5, no "true"
+for true; a wrong one is a 4xx naming the field), so nothing is silently misread. Fields
+it does not read, whether the imitated service knows them (``UNUSED``) or not (extra
+fields), are accepted and reported back (``ignored_fields``), never refused.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import math
+from typing import Annotated, ClassVar, Literal
+from urllib.parse import quote
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from crossrank.server.service import NOT_BLANK_PATTERN
+from crossrank.server.service import NOT_BLANK_PATTERN, Ranked
 
 
 def whole_number(value: object) -> object:
@@ -40,54 +46,60 @@ Text = Annotated[str, AfterValidator(encodable)]
 # still says so, so that clients and schema-driven tests know.
 QUERY_DESCRIPTION = "The search query; a blank one is refused (400)."
 NOT_BLANK = {"pattern": NOT_BLANK_PATTERN}
+MODEL_DESCRIPTION = (
+    "Which served model ranks (GET /v1/models lists them); absent: the first. "
+    "A name not served is a 404 listing the served names."
+)
+
+IGNORED_HEADER = "X-Crossrank-Ignored-Fields"
+# A body may hold thousands of extra fields, or a name of megabytes; a header must stay small.
+MAX_NAMES_SHOWN = 20
+MAX_NAME_SHOWN = 64  # characters
 
 
-class StrictRequest(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid")
+class TolerantRequest(BaseModel):
+    """A dialect's request: strict about the fields it reads, accepting any others."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+    # Fields the imitated service defines that crossrank accepts (typed) but does not use.
+    UNUSED: ClassVar[tuple[str, ...]] = ()
+
+    def ignored_fields(self) -> list[str]:
+        """The fields sent that crossrank did not use, in the order sent."""
+        unused = [name for name in self.UNUSED if name in self.model_fields_set]
+        return unused + list(self.model_extra or {})
 
 
-# ---------------------------------------------------------------- Jina and Cohere v1
+def shown_names(names: list[str]) -> str:
+    """Field names for a header or a warning: percent-encoded, so that any JSON key (a
+    comma, a newline, a lone surrogate) stays one plain ASCII token; at most 20, each cut
+    to 64 characters."""
+    shown = [
+        quote(n[:MAX_NAME_SHOWN].encode("utf-8", "surrogatepass"), safe="-_.~$@:")
+        + ("..." if len(n) > MAX_NAME_SHOWN else "")
+        if n
+        else '""'  # the empty name: never a blank item (a header cannot end in ", ")
+        for n in names
+    ]
+    more = len(shown) - MAX_NAMES_SHOWN
+    return ", ".join(shown[:MAX_NAMES_SHOWN]) + (f", ... ({more} more)" if more > 0 else "")
 
 
-class JinaRerankRequest(StrictRequest):
-    """``POST /v1/rerank``: Jina's rerank API, which also takes Cohere v1's fields."""
-
-    model: Text | None = Field(
-        None, description="Accepted for compatibility; the server serves one model."
-    )
-    query: Text = Field(description=QUERY_DESCRIPTION, json_schema_extra=NOT_BLANK)
-    documents: list[Text | dict[Text, Text]] = Field(
-        description=(
-            "Texts, or objects with a `text` field (Jina), or objects of string fields "
-            "ranked on `rank_fields` (Cohere v1)."
-        )
-    )
-    top_n: PositiveInt | None = Field(
-        None, description="Return the best n; more than the documents given returns all."
-    )
-    return_documents: bool = Field(True, description="Echo each document in its result.")
-    rank_fields: list[Text] | None = Field(
-        None,
-        min_length=1,
-        description=(
-            "Cohere v1: the fields of object documents to rank on, in order; each object "
-            "is read as `field: value` lines. Default: the `text` field."
-        ),
-    )
-    max_chunks_per_doc: PositiveInt | None = Field(
-        None, description="Cohere v1: score at most this many windows of a long document."
-    )
-    max_tokens_per_doc: PositiveInt | None = Field(
-        None, description="Cohere: score only the first n tokens of each document."
-    )
+def ignored_warning(names: list[str]) -> str:
+    return f"ignored (not used by crossrank): {shown_names(names)}"
 
 
-class Usage(BaseModel):
-    total_tokens: int = Field(description="Tokens the model read for this request.")
+# ---------------------------------------------------------------- Cohere's meta
 
 
 class ApiVersion(BaseModel):
     version: str
+
+
+class BilledUnits(BaseModel):
+    search_units: int = Field(
+        description="Cohere's unit: up to 100 model inputs (documents or their windows) each."
+    )
 
 
 class MetaTokens(BaseModel):
@@ -98,92 +110,36 @@ class Meta(BaseModel):
     """Cohere's ``meta`` object."""
 
     api_version: ApiVersion
+    billed_units: BilledUnits
     tokens: MetaTokens
-    warnings: list[str] | None = None
-
-
-class JinaResult(BaseModel):
-    index: int
-    relevance_score: float
-    document: dict[str, str] | None = Field(
-        None, description="The document as sent (a text becomes `{text}`); absent unless asked."
+    warnings: list[str] | None = Field(
+        None, description="What was cut short, and the fields sent but not used."
     )
 
 
-class JinaRerankResponse(BaseModel):
-    id: str = Field(description="The request id (also the X-Request-ID header).")
-    model: str
-    usage: Usage
-    results: list[JinaResult]
-    meta: Meta
-
-
-# ---------------------------------------------------------------- Cohere v2
-
-
-class CohereV2RerankRequest(StrictRequest):
-    """``POST /v2/rerank``: Cohere's v2 rerank API."""
-
-    model: Text | None = Field(
-        None, description="Accepted for compatibility; the server serves one model."
-    )
-    query: Text = Field(description=QUERY_DESCRIPTION, json_schema_extra=NOT_BLANK)
-    documents: list[Text]
-    top_n: PositiveInt | None = None
-    max_tokens_per_doc: PositiveInt | None = Field(
-        None, description="Score only the first n tokens of each document."
-    )
-    priority: Integer | None = Field(
-        None, description="Accepted for compatibility; requests are served in arrival order."
+def cohere_meta(version: str, ranked: Ranked, ignored: list[str]) -> Meta:
+    warnings = ranked.warnings + ([ignored_warning(ignored)] if ignored else [])
+    return Meta(
+        api_version=ApiVersion(version=version),
+        billed_units=BilledUnits(search_units=math.ceil(ranked.inputs / 100)),
+        tokens=MetaTokens(input_tokens=ranked.tokens),
+        warnings=warnings or None,
     )
 
 
-class CohereV2Result(BaseModel):
-    index: int
-    relevance_score: float
-
-
-class CohereV2RerankResponse(BaseModel):
-    id: str
-    results: list[CohereV2Result]
-    meta: Meta
-
-
-# ---------------------------------------------------------------- TEI
-
-
-class TeiRerankRequest(StrictRequest):
-    """``POST /rerank``: text-embeddings-inference's rerank API."""
-
-    query: Text = Field(description=QUERY_DESCRIPTION, json_schema_extra=NOT_BLANK)
-    texts: list[Text]
-    raw_scores: bool = Field(False, description="Return logits instead of sigmoid scores.")
-    return_text: bool = False
-    truncate: bool | None = Field(
-        None,
-        description=(
-            "true: cut long texts to fit the model. false: refuse (413) texts that would be "
-            "cut. Absent: the server's default (windows for 512-token models)."
-        ),
-    )
-    truncation_direction: Literal["Right"] = Field(
-        "Right", description="Only right truncation is supported."
-    )
-
-
-class TeiRank(BaseModel):
-    index: int
-    score: float
-    text: str | None = None
+class DocumentText(BaseModel):
+    text: str
 
 
 # ---------------------------------------------------------------- the rest
 
 
 class ErrorBody(BaseModel):
-    """Every error: what was wrong, and the limit when a limit was hit."""
+    """Every error: what was wrong (under each key some client reads), and the limit."""
 
-    error: str = Field(description="What was wrong, for a person to read.")
+    error: str = Field(description="What was wrong, for a person to read (TEI clients).")
+    message: str = Field(description="The same (Cohere's SDK, vLLM and OpenAI-style clients).")
+    detail: str = Field(description="The same (Jina-style clients).")
     error_type: str = Field(description="A stable name for the kind of error.")
     field: str | None = Field(None, description="The request field at fault, dotted.")
     limit: int | None = Field(None, description="The limit that was exceeded.")
@@ -192,7 +148,8 @@ class ErrorBody(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"]
-    model: str
+    model: str = Field(description="The default model (the first served).")
+    models: list[str] = Field(description="Every model served, the default first.")
 
 
 class ModelCard(BaseModel):

@@ -1,9 +1,9 @@
 """The service layer: one internal rerank request, its limits, tokenization and the queue.
 
-It knows nothing of HTTP or of any API dialect: the routes in ``app.py`` turn each
-dialect's body into a ``RerankCall`` and a ``Ranked`` back into the dialect's reply, and
-tell it how to learn that the client left. Below it is only the ``Batcher`` (and through
-it the model's ``Reranker.logits``).
+It knows nothing of HTTP or of any API dialect: each dialect's module (``jina.py``,
+``tei.py``, ...) turns its body into a ``RerankCall`` and a ``Ranked`` back into its reply,
+and the route tells the service how to learn that the client left. One ``Service`` serves
+one model; below it is only its ``Batcher`` (and through it ``Reranker.logits``).
 """
 
 from __future__ import annotations
@@ -18,9 +18,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from crossrank.reranker import Reranker, sigmoid
-from crossrank.server.batcher import Batcher, Job, ShuttingDown, glibc_malloc_trim
-from crossrank.server.encoding import EncodeOptions, encode_request
-from crossrank.server.metrics import ServerMetrics
+from crossrank.server.admission import TokenBudget
+from crossrank.server.batcher import Batcher, BatchStats, Job, ShuttingDown, glibc_malloc_trim
+from crossrank.server.encoding import EncodeOptions, encode_pairs, encode_request
+from crossrank.server.metrics import ModelMetrics
+from crossrank.server.watchdog import Watchdog
 
 log = logging.getLogger("crossrank.server")
 
@@ -37,9 +39,12 @@ NOT_BLANK_PATTERN = (
 NOT_BLANK_TEXT = re.compile(NOT_BLANK_PATTERN)
 
 
+DEFAULT_MODEL_NAME = "crossrank-default"
+
+
 @dataclass(frozen=True)
 class ServerSettings:
-    model_name: str
+    model_name: str = DEFAULT_MODEL_NAME  # the name of a lone model given to create_app
     api_key: str | None = None
     max_documents: int = 1000
     max_request_tokens: int = 1_048_576  # tokens one request may ask the model to read
@@ -51,6 +56,21 @@ class ServerSettings:
     max_body_bytes: int = 16 * 1024 * 1024
     max_queue: int = 256  # requests admitted (tokenizing, queued or scoring) at once
     cors_origins: tuple[str, ...] = ()  # CORS stays off unless origins are named
+    # Tokens (model inputs' length, summed) admitted at once, queued or scoring: admission
+    # by work, so one request of 1,000 long documents counts for what it costs.
+    max_queue_tokens: int = 4 * 1_048_576
+    # Slow senders (guards.py): seconds for a request's headers, then its body, to arrive;
+    # open connections per client address. None turns one off.
+    header_timeout_s: float | None = 10.0
+    body_timeout_s: float | None = 60.0
+    max_connections_per_client: int | None = 64
+    # The watchdog (watchdog.py): a model call may take call_timeout_s plus
+    # call_timeout_per_1k_tokens_s per 1,000 tokens of its batch; past that the server is
+    # unhealthy, and hung_exit_grace_s later, if the call has still not returned, the
+    # process exits (status 70) for its supervisor to restart it. None turns it off.
+    call_timeout_s: float | None = 60.0
+    call_timeout_per_1k_tokens_s: float = 10.0
+    hung_exit_grace_s: float = 30.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -59,11 +79,17 @@ class ServerSettings:
             "max_request_chars",
             "max_body_bytes",
             "max_queue",
+            "max_queue_tokens",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.api_key is not None and not self.api_key.strip():
             raise ValueError("the API key is empty")
+        for name in ("header_timeout_s", "body_timeout_s", "call_timeout_s"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive (or None for no limit)")
+        if self.max_connections_per_client is not None and self.max_connections_per_client < 1:
+            raise ValueError("max_connections_per_client must be at least 1 (or None)")
 
     def __repr__(self) -> str:  # never print the key, even in a traceback
         shown = "set" if self.api_key else None
@@ -97,7 +123,11 @@ class ApiError(Exception):
 
 @dataclass(frozen=True)
 class RerankCall:
-    """What every dialect asks for, once its own fields are read."""
+    """What every dialect asks for, once its own fields are read.
+
+    Per-request options that change how documents become model inputs go in
+    ``EncodeOptions``, so a new one (a dialect's field) needs no change here.
+    """
 
     query: str
     documents: list[str]
@@ -105,6 +135,9 @@ class RerankCall:
     options: EncodeOptions = field(default_factory=EncodeOptions)
     refuse_truncation: bool = False  # TEI truncate=false: a 413 rather than a cut
     documents_field: str = "documents"  # the dialect's name for it, for error messages
+    query_field: str = "query"
+    # vLLM's N:N scoring: document i is paired with queries[i] (``query`` is then unused).
+    queries: list[str] | None = None
 
 
 @dataclass
@@ -113,31 +146,64 @@ class Ranked:
     scores: list[float]  # sigmoid scores, by document index
     logits: list[float]  # raw scores, by document index
     tokens: int
+    inputs: int  # model inputs: one per document, or per window of a long one
     warnings: list[str] = field(default_factory=list)
 
 
 class Service:
-    """Limits, queueing and scoring, independent of any API dialect."""
+    """One served model: limits, its queue and scoring, independent of any API dialect."""
 
-    def __init__(self, reranker: Reranker, settings: ServerSettings, metrics: ServerMetrics):
+    def __init__(
+        self, name: str, reranker: Reranker, settings: ServerSettings, metrics: ModelMetrics
+    ):
+        self.name = name
         self.reranker = reranker
         self.settings = settings
         self.metrics = metrics
+        self.watchdog = (
+            None
+            if settings.call_timeout_s is None
+            else Watchdog(
+                name,
+                timeout_s=settings.call_timeout_s,
+                per_1k_tokens_s=settings.call_timeout_per_1k_tokens_s,
+                exit_grace_s=settings.hung_exit_grace_s,
+            )
+        )
+        self.budget = TokenBudget(settings.max_queue_tokens)
         self.batcher = Batcher(
-            reranker.logits,
+            reranker.logits if self.watchdog is None else self.watchdog.watch(reranker.logits),
             max_batch_tokens=reranker.max_batch_tokens,
-            on_batch=metrics.observe_batch,
+            on_batch=self._on_batch,
             release_memory=glibc_malloc_trim(),
         )
         metrics.watch(self.batcher)
         self.admitted = 0  # touched only on the event loop, so no lock
 
+    def _on_batch(self, stats: BatchStats) -> None:
+        self.metrics.observe_batch(stats)
+        self.budget.observe(stats)
+
+    def unhealthy(self, reason: str) -> ApiError:
+        """The 503 for requests to a model whose call hung (see watchdog.py)."""
+        retry = self.watchdog.retry_after_s() if self.watchdog else RETRY_AFTER_SECONDS
+        return ApiError(
+            503, "model_unhealthy", reason + "; retry later", headers={"Retry-After": str(retry)}
+        )
+
     async def rerank(self, call: RerankCall, disconnected: Callable[[], Awaitable[None]]) -> Ranked:
         """Score the call's documents; ``disconnected()`` returns once the client has left
         (its queued inputs are then dropped and ``ClientGone`` raised)."""
         settings = self.settings
-        if not NOT_BLANK_TEXT.search(call.query):
-            raise ApiError(400, "empty_query", "query is empty or only whitespace", field="query")
+        if self.watchdog is not None and self.watchdog.reason is not None:
+            raise self.unhealthy(self.watchdog.reason)
+        queries = [call.query] if call.queries is None else call.queries
+        for i, query in enumerate(queries):
+            if not NOT_BLANK_TEXT.search(query):
+                name = call.query_field if call.queries is None else f"{call.query_field}.{i}"
+                raise ApiError(
+                    400, "empty_query", f"{name} is empty or only whitespace", field=name
+                )
         if len(call.documents) > settings.max_documents:
             raise ApiError(
                 413,
@@ -147,7 +213,7 @@ class Service:
                 field=call.documents_field,
                 limit=settings.max_documents,
             )
-        chars = len(call.query) + sum(len(d) for d in call.documents)
+        chars = sum(len(q) for q in queries) + sum(len(d) for d in call.documents)
         if chars > settings.max_request_chars:
             raise ApiError(
                 413,
@@ -179,9 +245,14 @@ class Service:
         encoder = self.reranker.encoder
         # Tokenizing a thousand documents takes long enough to stall every other client,
         # so it runs in a worker thread (the tokenizer releases the GIL).
-        encoded = await asyncio.to_thread(
-            encode_request, encoder, call.query, call.documents, call.options
-        )
+        if call.queries is None:
+            encoded = await asyncio.to_thread(
+                encode_request, encoder, call.query, call.documents, call.options
+            )
+        else:
+            encoded = await asyncio.to_thread(
+                encode_pairs, encoder, call.queries, call.documents, call.options
+            )
         if encoded.tokens > self.settings.max_request_tokens:
             raise ApiError(
                 413,
@@ -211,16 +282,31 @@ class Service:
                 field=f"{call.documents_field}.{first}",
                 limit=encoder.max_length,
             )
-        try:
-            job = self.batcher.submit(encoded.features)
-        except ShuttingDown:
+        refusal = self.budget.refusal(encoded.tokens)
+        if refusal is not None:
+            retry = refusal.retry_after_s
             raise ApiError(
-                503,
-                "shutting_down",
-                "the server is shutting down",
-                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-            ) from None
-        logits = await self._wait(job, disconnected)
+                refusal.status,
+                refusal.error_type,
+                refusal.message,
+                field=call.documents_field if refusal.status == 413 else None,
+                limit=refusal.limit,
+                headers=None if retry is None else {"Retry-After": str(retry)},
+            )
+        self.budget.admit(encoded.tokens)
+        try:
+            try:
+                job = self.batcher.submit(encoded.features)
+            except ShuttingDown:
+                raise ApiError(
+                    503,
+                    "shutting_down",
+                    "the server is shutting down",
+                    headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+                ) from None
+            logits = await self._wait(job, disconnected)
+        finally:
+            self.budget.release(encoded.tokens)
         pooled = Reranker.pool(logits, encoded.features, len(call.documents))
         raw = [float(x) for x in pooled]
         scores = [sigmoid(x) for x in raw]
@@ -238,21 +324,30 @@ class Service:
             warnings.append(
                 f"{len(encoded.truncated)} documents were not read in full (indices {shown}{more})"
             )
-        return Ranked(order, scores, raw, encoded.tokens, warnings)
+        return Ranked(order, scores, raw, encoded.tokens, len(encoded.features), warnings)
 
     async def _wait(self, job: Job, disconnected: Callable[[], Awaitable[None]]) -> np.ndarray:
         """The job's logits; if the client goes away first, its queued inputs are dropped."""
         left = asyncio.ensure_future(disconnected())
+        waits = {job.future, left}
+        hung = None if self.watchdog is None else asyncio.ensure_future(self.watchdog.tripped())
+        if hung is not None:
+            waits.add(hung)
         try:
-            done, _ = await asyncio.wait({job.future, left}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
             self.batcher.cancel(job)
             raise
         finally:
             left.cancel()
+            if hung is not None:
+                hung.cancel()
+        if hung is not None and hung in done and job.future not in done:
+            self.batcher.cancel(job)
+            raise self.unhealthy(hung.result())
         if job.future not in done:
             self.batcher.cancel(job)
-            self.metrics.dropped.labels("client_disconnected").inc()
+            self.metrics.dropped("client_disconnected")
             log.info("request %s: client disconnected; dropped from the queue", REQUEST_ID.get())
             raise ClientGone()
         return job.future.result()

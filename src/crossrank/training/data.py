@@ -115,18 +115,28 @@ def load_beir(
     all_queries = {r["_id"]: r["text"] for r in read_jsonl(folder / "queries.jsonl")}
     qrels_file = folder / "qrels" / f"{split}.tsv"
     qrels = read_qrels(qrels_file) if qrels_file.exists() else {}
-    run_file = folder / "runs" / f"{split}.bm25.trec"
-    if run_file.exists():
+    if run_file := given_run(folder, split):
         run = {q: docs[:depth] for q, docs in read_run(run_file).items()}
     elif qrels:
         run = bm25_candidates(corpus, {q: all_queries[q] for q in qrels}, depth)
     else:
-        raise FileNotFoundError(
-            f"{folder} has neither runs/{split}.bm25.trec nor qrels/{split}.tsv"
-        )
+        raise FileNotFoundError(f"{folder} has neither runs/{split}.*.trec nor qrels/{split}.tsv")
     query_ids = set(run) | set(qrels)
     queries = {q: all_queries[q] for q in query_ids if q in all_queries}
     return BeirSet(folder.name, corpus, queries, qrels, run)
+
+
+def given_run(folder: Path, split: str) -> Path | None:
+    """The set's own candidate list: ``runs/<split>.bm25.trec``, else its one other run.
+
+    Sets whose candidates are not BM25's name their run after its source (SQuAD's
+    ``train.article.trec``: every paragraph of the article; MedQuAD's ``train.focus.trec``).
+    """
+    bm25 = folder / "runs" / f"{split}.bm25.trec"
+    if bm25.exists():
+        return bm25
+    others = sorted((folder / "runs").glob(f"{split}.*.trec"))
+    return others[0] if len(others) == 1 else None
 
 
 def bm25_candidates(

@@ -78,7 +78,8 @@ class TrainConfig:
     micro_groups: int = 2  # groups per forward pass; the rest is gradient accumulation
     steps: int = 500
     lr: float = 5e-5
-    warmup: float = 0.1
+    warmup: float = 0.1  # fraction of --steps; --warmup-steps gives steps instead
+    warmup_steps: int | None = None
     weight_decay: float = 0.01
     max_length: int = 128
     query_max_length: int = 32
@@ -92,7 +93,19 @@ class TrainConfig:
     bf16: bool = False  # bfloat16 autocast: faster on CPUs with AVX512-BF16/AMX
     save_dtype: str = "float32"  # float16 halves the shipped file
     threads: int | None = None
+    device: str = "cpu"  # "cuda" trains on a GPU (bf16 autocast there with --bf16)
+    stall_steps: int = 200
     resume: bool = False
+    eval_at_start: bool = False  # score the starting weights first; save only what beats them
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.warmup < 1:
+            raise ValueError(
+                f"--warmup {self.warmup:g} is a fraction of the {self.steps} steps and must be "
+                f"in [0, 1); for a warm-up counted in steps pass --warmup-steps {self.warmup:g}"
+            )
+        if self.warmup_steps is not None and not 0 <= self.warmup_steps <= self.steps:
+            raise ValueError(f"--warmup-steps must be in [0, --steps={self.steps}]")
 
 
 # ---------------------------------------------------------------- model
@@ -147,6 +160,13 @@ def parse_spec(spec: str, default_split: str) -> tuple[str, str, float]:
     return folder, split or default_split, float(weight or 1.0)
 
 
+def parse_dev_spec(spec: str, default_depth: int) -> tuple[str, str, int]:
+    """``DIR[:split][@depth]`` -> (dir, split, depth): a dev set reranks its top ``depth``."""
+    spec, _, depth = spec.partition("@")
+    folder, _, split = spec.partition(":")
+    return folder, split or "dev", int(depth or default_depth)
+
+
 def holdout_split(data: BeirSet, fraction: float, seed: int) -> tuple[BeirSet, BeirSet]:
     """Move a seeded ``fraction`` of the judged queries out of ``data`` into a dev set."""
     judged = sorted(data.qrels)
@@ -194,8 +214,8 @@ def load_sources(cfg: TrainConfig) -> tuple[list[Source], list[BeirSet]]:
         sources.append(Source(data.name, groups, weight, max(max_grade, 1), data.corpus))
         log.info("%s:%s  %d groups, teacher=%s", data.name, split, len(groups), teacher is not None)
     for spec in cfg.dev:
-        folder, split, _ = parse_spec(spec, "dev")
-        dev_sets.append(load_beir(folder, split, depth=cfg.depth))
+        folder, split, depth = parse_dev_spec(spec, cfg.depth)
+        dev_sets.append(load_beir(folder, split, depth=depth))
     return sources, dev_sets
 
 
@@ -225,60 +245,71 @@ def batch_loss(
         for col, f in enumerate(encoder.encode(group.query, docs)):
             features.append(f)
             rows.append((row, col))
-    inputs = collate(features, model.config.pad_token_id, torch.device("cpu"))
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+    device = next(model.parameters()).device
+    inputs = collate(features, model.config.pad_token_id, device)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
         flat = model(**inputs)[:, 0].float()
     width = max(len(chosen) for *_, chosen in lists)
     logits = flat.new_zeros(len(lists), width)
-    mask = torch.zeros(len(lists), width, dtype=torch.bool)
-    index = torch.tensor(rows)
+    mask = torch.zeros(len(lists), width, dtype=torch.bool, device=device)
+    index = torch.tensor(rows, device=device)
     logits = logits.index_put((index[:, 0], index[:, 1]), flat)
     mask[index[:, 0], index[:, 1]] = True
 
-    labelled = torch.tensor([c[0].label is not None for *_, c in lists])
-    taught = torch.tensor([all(x.teacher is not None for x in c) for *_, c in lists])
+    labelled = torch.tensor([c[0].label is not None for *_, c in lists], device=device)
+    taught = torch.tensor([all(x.teacher is not None for x in c) for *_, c in lists], device=device)
+
+    def table(value) -> torch.Tensor:
+        """One row per list of ``value(source, candidate)``, zero-padded to ``width``."""
+        rows = [[value(src, c) for c in chosen] for src, _, chosen in lists]
+        return torch.tensor([r + [0.0] * (width - len(r)) for r in rows], device=device)
+
     loss = logits.new_zeros(())
     if cfg.loss == "listwise" and labelled.any():
         loss = loss + listwise_softmax_ce(logits[labelled], mask[labelled])
     if cfg.distill_weight and taught.any():
-        teacher = torch.zeros(len(lists), width)
-        for row, (*_, chosen) in enumerate(lists):
-            if taught[row]:
-                teacher[row, : len(chosen)] = torch.tensor([c.teacher for c in chosen])
+        teacher = table(lambda _, c: c.teacher or 0.0)
         loss = loss + cfg.distill_weight * distillation_kl(
             logits[taught], teacher[taught], mask[taught], cfg.temperature
         )
     bce_weight = 1.0 if cfg.loss == "bce" else cfg.bce_weight
     if bce_weight and labelled.any():
         # judged entries by grade; unjudged candidates of a judged list count as negatives
-        targets = torch.zeros(len(lists), width)
-        for row, (source, _, chosen) in enumerate(lists):
-            for col, c in enumerate(chosen):
-                targets[row, col] = min((c.label or 0) / source.max_grade, 1.0)
+        targets = table(lambda src, c: min((c.label or 0) / src.max_grade, 1.0))
         keep = mask & labelled[:, None]
         loss = loss + bce_weight * pointwise_bce(logits[keep], targets[keep])
     return loss
 
 
+def warmup_steps(cfg: TrainConfig) -> int:
+    """Linear warm-up length in steps: ``--warmup-steps``, else ``--warmup`` x ``--steps``."""
+    if cfg.warmup_steps is not None:
+        return cfg.warmup_steps
+    return round(cfg.warmup * cfg.steps)
+
+
 def lr_lambda(cfg: TrainConfig):
-    warmup = max(1, int(cfg.warmup * cfg.steps))
-    return lambda step: min(
-        (step + 1) / warmup, max(0.0, (cfg.steps - step) / (cfg.steps - warmup))
-    )
+    """Linear warm-up to the peak learning rate, then linear decay to zero at ``--steps``."""
+    warmup = max(1, warmup_steps(cfg))
+    decay = max(1, cfg.steps - warmup)
+    return lambda step: min((step + 1) / warmup, max(0.0, (cfg.steps - step) / decay))
 
 
 @torch.no_grad()
-def evaluate(model: Bert, tokenizer, dev_sets: list[BeirSet], max_length: int) -> dict[str, float]:
-    """nDCG@10 reranking each dev set's candidates, on queries with a positive and a negative."""
+def evaluate(
+    model: Bert, tokenizer, dev_sets: list[BeirSet], max_length: int
+) -> dict[str, dict[str, float]]:
+    """nDCG@10 and MRR@10 reranking each dev set's candidates (queries with a positive and a
+    negative among them); nDCG@10 selects checkpoints."""
     import ir_measures
-    from ir_measures import nDCG
+    from ir_measures import RR, nDCG
 
     from crossrank.reranker import Reranker
 
     was_training = model.training
     model.eval()
     encoder = PairEncoder(tokenizer, max_length, long_documents="truncate")
-    reranker = Reranker.from_model(model, encoder, device=torch.device("cpu"))
+    reranker = Reranker.from_model(model, encoder)  # on the model's own device
     results = {}
     for data in dev_sets:
         run, qrels = {}, []
@@ -292,7 +323,10 @@ def evaluate(model: Bert, tokenizer, dev_sets: list[BeirSet], max_length: int) -
             )
             run[query_id] = dict(zip(docs, scores, strict=True))
             qrels += [ir_measures.Qrel(query_id, d, g) for d, g in judged.items()]
-        results[data.name] = ir_measures.calc_aggregate([nDCG @ 10], qrels, run)[nDCG @ 10]
+        # graded sets (TREC DL) count grade >= 2 as relevant for MRR, as TREC DL does
+        rr = RR(rel=2) @ 10 if max(q.relevance for q in qrels) >= 2 else RR @ 10
+        scores = ir_measures.calc_aggregate([nDCG @ 10, rr], qrels, run)
+        results[data.name] = {"ndcg@10": scores[nDCG @ 10], "mrr@10": scores[rr]}
     model.train(was_training)
     return results
 
@@ -318,7 +352,7 @@ def _train(cfg: TrainConfig) -> Path:
     encoder = PairEncoder(tokenizer, cfg.max_length, cfg.query_max_length, "truncate")
 
     torch.manual_seed(cfg.seed)
-    model = init_model(ckpt if cfg.resume and ckpt.exists() else base)
+    model = init_model(ckpt if cfg.resume and ckpt.exists() else base).to(cfg.device)
     model.train()
     decay = [p for n, p in model.named_parameters() if p.dim() > 1]
     no_decay = [p for n, p in model.named_parameters() if p.dim() <= 1]
@@ -332,12 +366,41 @@ def _train(cfg: TrainConfig) -> Path:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     state = {"step": 0, "best": -math.inf, "best_step": None, "history": []}
     if cfg.resume and ckpt.exists():
-        saved = torch.load(ckpt / "trainer.pt", weights_only=False)
+        saved = torch.load(ckpt / "trainer.pt", weights_only=False, map_location=cfg.device)
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         state = saved["state"]
         log.info("resumed at step %d", state["step"])
     return run_loop(cfg, model, optimizer, scheduler, state, sources, dev_sets, encoder, tokenizer)
+
+
+class StallWatch:
+    """Says when the smoothed loss has not moved by 1% over ``window`` steps.
+
+    A run whose loss is flat is usually misconfigured (a learning rate too small, a
+    warm-up far longer than meant); saying so early saves a session of compute.
+    """
+
+    def __init__(self, window: int, tolerance: float = 0.01) -> None:
+        self.window, self.tolerance = window, tolerance
+        self.mark: tuple[int, float] | None = None
+
+    def update(self, step: int, loss: float) -> str | None:
+        if self.window <= 0:
+            return None
+        if self.mark is None:
+            self.mark = (step, loss)
+            return None
+        mark_step, mark_loss = self.mark
+        if step - mark_step < self.window:
+            return None
+        self.mark = (step, loss)
+        if abs(loss - mark_loss) <= self.tolerance * max(abs(mark_loss), 1e-8):
+            return (
+                f"warning: the smoothed loss has not moved in {step - mark_step} steps "
+                f"({mark_loss:.4f} -> {loss:.4f}); check --lr and --warmup/--warmup-steps"
+            )
+        return None
 
 
 def run_loop(
@@ -346,7 +409,12 @@ def run_loop(
     out, base, ckpt = Path(cfg.out), Path(cfg.base), Path(cfg.out) / "checkpoint"
     corpus_of = {s.name: s.corpus for s in sources}
     start_time, pairs_seen, smooth = time.time(), 0, None
+    stall = StallWatch(cfg.stall_steps)
     progress = tqdm(total=cfg.steps, initial=state["step"], desc="train", unit="step")
+    if cfg.eval_at_start and dev_sets and state["step"] == 0:
+        # the starting weights set the bar: OUT gets weights only if training beats them
+        dev = dev_checkpoint(cfg, model, tokenizer, dev_sets, state, progress, save=False)
+        log_record(out, state, {"step": 0, "dev": dev})
     while state["step"] < cfg.steps:
         step = state["step"]
         torch.manual_seed(hash((cfg.seed, step)) % 2**31)  # dropout: a function of the step too
@@ -364,6 +432,8 @@ def run_loop(
         scheduler.step()
         state["step"] = step = step + 1
         smooth = total if smooth is None else 0.95 * smooth + 0.05 * total
+        if stalled := stall.update(step, smooth):
+            progress.write(stalled + f" (lr now {scheduler.get_last_lr()[0]:.2e})")
         elapsed = time.time() - start_time
         progress.update(1)
         progress.set_postfix(loss=f"{smooth:.4f}", pairs_s=f"{pairs_seen / elapsed:.1f}")
@@ -378,16 +448,8 @@ def run_loop(
         )
         last = step == cfg.steps or out_of_time
         if dev_sets and (step % cfg.eval_every == 0 or last):
-            scores = evaluate(model, tokenizer, dev_sets, cfg.dev_max_length)
-            record["dev"] = scores
-            mean = sum(scores.values()) / len(scores)
-            progress.write(f"step {step}: dev nDCG@10 {json.dumps(scores)} mean {mean:.4f}")
-            if mean > state["best"]:
-                state["best"], state["best_step"] = mean, step
-                save_checkpoint_folder(model, base, out, cfg.save_dtype)
-        state["history"].append(record)
-        with open(out / "training_log.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+            record["dev"] = dev_checkpoint(cfg, model, tokenizer, dev_sets, state, progress)
+        log_record(out, state, record)
         if step % cfg.save_every == 0 or last:
             save_checkpoint_folder(model, base, ckpt)
             trainer = {
@@ -402,57 +464,118 @@ def run_loop(
     progress.close()
     if not dev_sets:
         save_checkpoint_folder(model, base, out, cfg.save_dtype)
+    elif state["best_step"] == 0:
+        log.warning("no checkpoint beat the starting weights on dev: nothing saved to %s", out)
     return out
+
+
+def dev_checkpoint(cfg, model, tokenizer, dev_sets, state, progress, save: bool = True) -> dict:
+    """Score the dev sets; keep the weights in OUT when their mean nDCG@10 is the best yet."""
+    scores = evaluate(model, tokenizer, dev_sets, cfg.dev_max_length)
+    mean = sum(s["ndcg@10"] for s in scores.values()) / len(scores)
+    shown = ", ".join(
+        f"{name} nDCG@10 {s['ndcg@10']:.4f} MRR@10 {s['mrr@10']:.4f}" for name, s in scores.items()
+    )
+    progress.write(f"step {state['step']}: dev {shown}; mean nDCG@10 {mean:.4f}")
+    if mean > state["best"]:
+        state["best"], state["best_step"] = mean, state["step"]
+        if save:
+            save_checkpoint_folder(model, Path(cfg.base), Path(cfg.out), cfg.save_dtype)
+    return scores
+
+
+def log_record(out: Path, state: dict, record: dict) -> None:
+    state["history"].append(record)
+    with open(out / "training_log.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
 
 
 # ---------------------------------------------------------------- command line
 
 
+# Every numeric option with its unit: (name, type, help). The defaults come from TrainConfig.
+NUMERIC_OPTIONS = [
+    ("steps", int, "optimiser steps in the whole schedule"),
+    ("lr", float, "peak learning rate (AdamW), reached after the warm-up"),
+    ("warmup", float, "linear warm-up as a FRACTION of --steps, in [0, 1)"),
+    ("warmup_steps", int, "linear warm-up in optimiser steps (overrides --warmup)"),
+    ("weight_decay", float, "AdamW weight decay of the matrices (biases and norms get none)"),
+    ("list_size", int, "passages per training list: one positive and list-size - 1 others"),
+    ("groups_per_step", int, "query lists per optimiser step"),
+    ("micro_groups", int, "query lists per forward pass (the rest is gradient accumulation)"),
+    ("max_length", int, "training input length in tokens (query + passage + specials)"),
+    ("query_max_length", int, "query length cap in tokens"),
+    ("dev_max_length", int, "input length in tokens when scoring the dev sets"),
+    ("depth", int, "candidates per training query, from its run file or BM25 (documents)"),
+    ("distill_weight", float, "weight of the KL distillation loss (lists with teacher scores)"),
+    ("bce_weight", float, "weight of the pointwise BCE loss on judged entries"),
+    ("temperature", float, "softmax temperature of the distillation targets"),
+    ("seed", int, "seed of the batches and dropout (a run is a function of it)"),
+    ("holdout_seed", int, "seed of the --holdout split (kept apart from --seed)"),
+    ("eval_every", int, "score the dev sets every this many steps"),
+    ("save_every", int, "write a resumable checkpoint every this many steps"),
+    ("max_minutes", float, "stop cleanly (and save) after this many minutes of wall time"),
+    ("stop_at", int, "stop (and save) at this step, to continue later with --resume"),
+    ("threads", int, "torch CPU threads (default: torch's choice)"),
+    ("stall_steps", int, "warn when the smoothed loss has not moved for this many steps"),
+]
+
+
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "train", help="fine-tune a cross-encoder on BEIR-format training splits"
+        "train",
+        help="fine-tune a cross-encoder on BEIR-format training splits",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     defaults = TrainConfig(base="", data=[], out="")
-    parser.add_argument("--base", required=True, help="BERT-family checkpoint folder")
     parser.add_argument(
-        "--data", required=True, help="comma-separated DIR[:split][@weight] (split: train)"
+        "--base",
+        "--init",
+        required=True,
+        help="checkpoint to start from: a bare BERT-family encoder or a cross-encoder "
+        "(e.g. src/crossrank/default_model to continue the shipped model)",
+    )
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="comma-separated DIR[:split][@weight] (split: train; weight: share of lists)",
     )
     parser.add_argument("--out", required=True, help="output folder (Hugging Face layout)")
     parser.add_argument("--teacher-runs", help="folder of <set>.<split>.trec teacher scores")
-    parser.add_argument("--dev", default="", help="comma-separated DIR[:split] (split: dev)")
+    parser.add_argument(
+        "--dev",
+        default="",
+        help="comma-separated DIR[:split][@depth] dev sets (split: dev; depth: candidates "
+        "reranked, default --depth); the mean nDCG@10 selects the saved checkpoint",
+    )
     parser.add_argument(
         "--holdout", default="", help="comma-separated SET=FRACTION of training queries for dev"
     )
-    parser.add_argument("--loss", choices=["listwise", "bce"], default=defaults.loss)
-    for name in (
-        "distill_weight",
-        "bce_weight",
-        "temperature",
-        "list_size",
-        "groups_per_step",
-        "micro_groups",
-        "steps",
-        "lr",
-        "warmup",
-        "weight_decay",
-        "max_length",
-        "query_max_length",
-        "dev_max_length",
-        "depth",
-        "seed",
-        "holdout_seed",
-        "eval_every",
-        "save_every",
-        "max_minutes",
-        "stop_at",
-        "threads",
-    ):
-        value = getattr(defaults, name)
-        kind = float if isinstance(value, float) or name == "max_minutes" else int
-        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=value)
+    parser.add_argument(
+        "--loss",
+        choices=["listwise", "bce"],
+        default=defaults.loss,
+        help="main label loss: listwise softmax CE of the positive, or pointwise BCE",
+    )
+    for name, kind, text in NUMERIC_OPTIONS:
+        parser.add_argument(
+            "--" + name.replace("_", "-"), type=kind, default=getattr(defaults, name), help=text
+        )
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
-    parser.add_argument("--save-dtype", choices=["float32", "float16"], default=defaults.save_dtype)
+    parser.add_argument("--device", default=defaults.device, help="cpu, or cuda to train on a GPU")
+    parser.add_argument(
+        "--save-dtype",
+        choices=["float32", "float16"],
+        default=defaults.save_dtype,
+        help="dtype of the saved weights",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    parser.add_argument(
+        "--eval-at-start",
+        action="store_true",
+        help="score the starting weights on dev first: OUT then gets weights only if a "
+        "checkpoint beats them (continuing a model across sessions)",
+    )
     parser.set_defaults(func=train_command)
 
 
@@ -465,5 +588,9 @@ def train_command(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     # training caps queries at --query-max-length by design; one warning per batch is noise
     logging.getLogger("crossrank.engine.tokenization").setLevel(logging.ERROR)
-    out = train(TrainConfig(**options))
+    try:
+        cfg = TrainConfig(**options)
+    except ValueError as error:
+        raise SystemExit(f"crossrank train: error: {error}") from None
+    out = train(cfg)
     print(f"saved {out}")
