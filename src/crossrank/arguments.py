@@ -7,6 +7,7 @@ import argparse
 import torch
 
 from crossrank.engine.runtime import DTYPES, QUANTISED
+from crossrank.engine.tokenization import DEFAULT_MAX_WINDOWS
 
 
 def positive(text: str) -> int:
@@ -33,6 +34,28 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
         type=positive,
         default=None,
         help="CPU threads for the model (default: torch's, one per core)",
+    )
+
+
+def add_long_document_options(parser: argparse.ArgumentParser) -> None:
+    """--max-length, --long-documents and --max-windows, as ``Reranker(...)`` takes them."""
+    parser.add_argument("--max-length", type=int, default=None)
+    parser.add_argument(
+        "--long-documents",
+        choices=["truncate", "chunk", "select"],
+        default=None,
+        help="documents longer than the model's input: cut them (truncate), score every "
+        "window and keep the best (chunk), or score only the --max-windows windows that "
+        "BM25 ranks best for the query (select) (default: chunk for 512-token models, "
+        "truncate for long-context ones)",
+    )
+    parser.add_argument(
+        "--max-windows",
+        type=positive,
+        default=None,
+        metavar="M",
+        help="windows read per document with --long-documents select (default: "
+        f"{DEFAULT_MAX_WINDOWS})",
     )
 
 

@@ -11,10 +11,9 @@ import json
 import sys
 from pathlib import Path
 
-from crossrank.arguments import add_runtime_options, apply_threads
+from crossrank.arguments import add_long_document_options, add_runtime_options, apply_threads
 from crossrank.batch.cli import add_parser as add_batch_parser
 from crossrank.engine.hub import CheckpointNotFoundError
-from crossrank.engine.tokenization import DEFAULT_MAX_WINDOWS
 from crossrank.evaluation.cli import add_parser as add_eval_parser
 from crossrank.models import CheckpointError
 from crossrank.retrieval.cli import add_index_parser, add_search_parser
@@ -90,24 +89,7 @@ def add_rerank_parser(subparsers) -> None:
         help="checkpoint folder or hub id (default: the bundled model)",
     )
     parser.add_argument("--top-n", "-n", type=int, default=None)
-    parser.add_argument("--max-length", type=int, default=None)
-    parser.add_argument(
-        "--long-documents",
-        choices=["truncate", "chunk", "select"],
-        default=None,
-        help="documents longer than the model's input: cut them (truncate), score every "
-        "window and keep the best (chunk), or score only the --max-windows windows that "
-        "BM25 ranks best for the query (select) (default: chunk for 512-token models, "
-        "truncate for long-context ones)",
-    )
-    parser.add_argument(
-        "--max-windows",
-        type=int,
-        default=None,
-        metavar="M",
-        help="windows read per document with --long-documents select (default: "
-        f"{DEFAULT_MAX_WINDOWS})",
-    )
+    add_long_document_options(parser)
     add_runtime_options(parser)
     parser.set_defaults(func=rerank_command)
 

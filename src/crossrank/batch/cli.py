@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from crossrank.arguments import positive
+from crossrank.arguments import add_long_document_options, positive
 
 log = logging.getLogger("crossrank.batch")
 PROGRESS_EVERY_S = 10.0
@@ -177,21 +177,6 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--gpus-per-replica", type=float, default=0, help="GPUs each")
     parser.add_argument("--raw", action="store_true", help="write logits, not sigmoid scores")
-    parser.add_argument("--max-length", type=int, default=None)
-    parser.add_argument(
-        "--long-documents",
-        choices=["truncate", "chunk", "select"],
-        default=None,
-        help="documents longer than the model's input: cut them, score every window, or "
-        "score the --max-windows windows BM25 ranks best for the query (default: the "
-        "model's own)",
-    )
-    parser.add_argument(
-        "--max-windows",
-        type=positive,
-        default=None,
-        metavar="M",
-        help="windows per document with --long-documents select",
-    )
+    add_long_document_options(parser)
     parser.add_argument("--dtype", default=None)
     parser.set_defaults(func=batch_command)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from crossrank.training.data import load_beir
+from crossrank.training.data import load_beir, split_spec
 
 log = logging.getLogger(__name__)
 HEAD_KEYS = ("classifier.weight", "classifier.bias")
@@ -38,16 +38,10 @@ class JudgedPairs:
     labels: np.ndarray  # 1.0 relevant, 0.0 not
 
 
-def parse_judged_spec(spec: str) -> tuple[str, str, int]:
-    """``DIR[:split][@grade]`` -> (dir, split, minimum relevant grade); split dev, grade 1."""
-    spec, _, grade = spec.partition("@")
-    folder, _, split = spec.partition(":")
-    return folder, split or "dev", int(grade or 1)
-
-
 def judged_pairs(spec: str) -> JudgedPairs:
     """Every judged pair of one split whose document has text."""
-    folder, split, min_grade = parse_judged_spec(spec)
+    folder, split, min_grade = split_spec(spec, "dev")  # DIR[:split][@grade]
+    min_grade = int(min_grade or 1)
     data = load_beir(folder, split, depth=1, allow_test=True)
     pairs, labels = [], []
     for query_id, judged in sorted(data.qrels.items()):
@@ -80,9 +74,14 @@ def fit_platt(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     return scale, bias
 
 
+def bin_of(probs: np.ndarray, bins: int) -> np.ndarray:
+    """The equal-width probability bin of each value (1.0 falls in the last one)."""
+    return np.minimum((probs * bins).astype(int), bins - 1)
+
+
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 10) -> float:
     """Mean |observed rate - mean predicted probability| over equal-width bins, by count."""
-    edges = np.minimum((probs * bins).astype(int), bins - 1)
+    edges = bin_of(probs, bins)
     error = 0.0
     for b in range(bins):
         inside = edges == b
@@ -91,9 +90,12 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
     return float(error / len(probs))
 
 
+def probabilities(logits: np.ndarray, scale: float = 1.0, bias: float = 0.0) -> np.ndarray:
+    return 1 / (1 + np.exp(-(scale * logits + bias)))
+
+
 def calibration_report(logits: np.ndarray, labels: np.ndarray, scale: float, bias: float) -> dict:
-    before = 1 / (1 + np.exp(-logits))
-    after = 1 / (1 + np.exp(-(scale * logits + bias)))
+    before, after = probabilities(logits), probabilities(logits, scale, bias)
     positives = labels == 1
 
     def summary(probs: np.ndarray) -> dict:
@@ -136,7 +138,7 @@ def plot_reliability(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Pat
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
     for name, (probs, labels) in curves.items():
-        edges = np.minimum((probs * 10).astype(int), 9)
+        edges = bin_of(probs, 10)
         kept = [b for b in range(10) if (edges == b).sum() >= 5]
         ax.plot(
             [probs[edges == b].mean() for b in kept],
@@ -178,8 +180,8 @@ def calibrate(
     for data in map(judged_pairs, report):
         logits = logits_of(data)
         result["report"][data.name] = calibration_report(logits, data.labels, scale, bias)
-        curves[f"{data.name} before"] = (1 / (1 + np.exp(-logits)), data.labels)
-        curves[f"{data.name} after"] = (1 / (1 + np.exp(-(scale * logits + bias))), data.labels)
+        curves[f"{data.name} before"] = (probabilities(logits), data.labels)
+        curves[f"{data.name} after"] = (probabilities(logits, scale, bias), data.labels)
     if plot and curves:
         plot_reliability(curves, plot)
     if out is not None:

@@ -97,11 +97,23 @@ def write_run(run: dict[str, dict[str, float]], path: Path, tag: str) -> None:
                 f.write(f"{query_id} Q0 {doc_id} {rank} {score:.6f} {tag}\n")
 
 
-def parse_depth_spec(spec: str) -> tuple[str, str, int]:
-    """``DIR[:split][@depth]`` -> (dir, split, depth); split train, depth 100 by default."""
-    spec, _, depth = spec.partition("@")
+def split_spec(spec: str, default_split: str = "train") -> tuple[str, str, str]:
+    """``DIR[:split][@number]`` -> (dir, split, number as text, "" when absent).
+
+    The one syntax of every data option; what the number means (a depth, a sampling
+    weight, a relevance grade) is the caller's.
+    """
+    spec, _, number = spec.partition("@")
     folder, _, split = spec.partition(":")
-    return folder, split or "train", int(depth or 100)
+    return folder, split or default_split, number
+
+
+def parse_depth_spec(
+    spec: str, default_split: str = "train", default_depth: int = 100
+) -> tuple[str, str, int]:
+    """``DIR[:split][@depth]`` -> (dir, split, depth)."""
+    folder, split, depth = split_spec(spec, default_split)
+    return folder, split, int(depth or default_depth)
 
 
 def load_beir(

@@ -46,8 +46,10 @@ from crossrank.training.data import (
     Group,
     load_beir,
     make_groups,
+    parse_depth_spec,
     read_run_scores,
     sample_list,
+    split_spec,
 )
 from crossrank.training.losses import distillation_kl, listwise_softmax_ce, pointwise_bce
 
@@ -153,20 +155,6 @@ def to_dtype(model: Bert, dtype: str) -> Bert:
 # ---------------------------------------------------------------- data
 
 
-def parse_spec(spec: str, default_split: str) -> tuple[str, str, float]:
-    """``DIR[:split][@weight]`` -> (dir, split, weight)."""
-    spec, _, weight = spec.partition("@")
-    folder, _, split = spec.partition(":")
-    return folder, split or default_split, float(weight or 1.0)
-
-
-def parse_dev_spec(spec: str, default_depth: int) -> tuple[str, str, int]:
-    """``DIR[:split][@depth]`` -> (dir, split, depth): a dev set reranks its top ``depth``."""
-    spec, _, depth = spec.partition("@")
-    folder, _, split = spec.partition(":")
-    return folder, split or "dev", int(depth or default_depth)
-
-
 def holdout_split(data: BeirSet, fraction: float, seed: int) -> tuple[BeirSet, BeirSet]:
     """Move a seeded ``fraction`` of the judged queries out of ``data`` into a dev set."""
     judged = sorted(data.qrels)
@@ -198,7 +186,8 @@ def load_sources(cfg: TrainConfig) -> tuple[list[Source], list[BeirSet]]:
     holdout = {name: float(f) for name, f in (h.split("=") for h in cfg.holdout)}
     sources, dev_sets = [], []
     for spec in cfg.data:
-        folder, split, weight = parse_spec(spec, "train")
+        folder, split, weight = split_spec(spec, "train")
+        weight = float(weight or 1.0)
         data = load_beir(folder, split, depth=cfg.depth)
         if data.name in holdout:
             data, dev = holdout_split(data, holdout[data.name], cfg.holdout_seed)
@@ -214,7 +203,7 @@ def load_sources(cfg: TrainConfig) -> tuple[list[Source], list[BeirSet]]:
         sources.append(Source(data.name, groups, weight, max(max_grade, 1), data.corpus))
         log.info("%s:%s  %d groups, teacher=%s", data.name, split, len(groups), teacher is not None)
     for spec in cfg.dev:
-        folder, split, depth = parse_dev_spec(spec, cfg.depth)
+        folder, split, depth = parse_depth_spec(spec, "dev", cfg.depth)
         dev_sets.append(load_beir(folder, split, depth=depth))
     return sources, dev_sets
 
