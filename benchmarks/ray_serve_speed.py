@@ -4,7 +4,9 @@ replicas), side by side, in one run.
 Each setting is a real `crossrank serve` subprocess on a loopback port, started, measured
 and stopped in turn (only one runs at a time): the single-process server with
 `--threads T`, then `--ray --replicas 1` and `--ray --replicas 2` with
-`--cpus-per-replica T` (a local Ray instance each). Each gets the same closed loop:
+`--cpus-per-replica T` (a local Ray instance each: Serve's proxy, the front deployment
+that runs the HTTP app, and 1 or 2 model replicas, each request crossing from the front
+to a model replica through a DeploymentHandle). Each gets the same closed loop:
 `--clients` threads send /v1/rerank requests back to back (a DL19 query and `--documents`
 of its BM25 candidates, queries in turn) until `--requests` are answered, after a warm-up
 round; requests/s is answered requests over the wall time, latencies per request.
@@ -108,7 +110,7 @@ def main() -> None:
         server = Server(name, free_port(), [*SETTINGS[name], *threads, *common])
         try:
             server.wait_ready(timeout=900)
-            if "--ray" in SETTINGS[name]:  # /health answers once any replica is up
+            if "--ray" in SETTINGS[name]:  # /health answers once any model replica is up
                 wait_all_running(server.url, int(SETTINGS[name][-1]))
             ready = time.perf_counter() - started
             measure(server.url, requests, args.clients, args.clients)  # warm-up

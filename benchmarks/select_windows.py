@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -42,6 +43,8 @@ from crossrank.retrieval.bm25 import BM25, bm25_run
 from crossrank.retrieval.embeddings import Embedder
 
 WINDOW_COUNTS = (1, 2, 3, 4, 6, 8)
+# m growing with the document: max(3, ceil(fraction * windows)), written "m=10%" and so on
+WINDOW_FRACTIONS = (0.1, 0.2)
 CLS, SEP = 101, 102  # all-MiniLM-L6-v2's (the bi-encoder and the default model share a vocab)
 
 
@@ -130,6 +133,14 @@ def measure_set(reranker, embedder, data_dir, name, split, queries, top_k):
             continue
         for m in WINDOW_COUNTS:
             ndcg, tokens = reranked(lambda i, n, o=orders, m=m: list(o[i][:m]))
+            rows.append(
+                {"mode": "select", "ranker": ranker, "m": m, "ndcg@10": ndcg, "tokens": tokens}
+            )
+        for fraction in WINDOW_FRACTIONS:
+            ndcg, tokens = reranked(
+                lambda i, n, o=orders, f=fraction: list(o[i][: max(3, math.ceil(f * n))])
+            )
+            m = f"{fraction:.0%}"
             rows.append(
                 {"mode": "select", "ranker": ranker, "m": m, "ndcg@10": ndcg, "tokens": tokens}
             )

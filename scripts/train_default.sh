@@ -7,12 +7,14 @@
 # on the training splits, selects its best checkpoint on the dev sets (MS MARCO dev600 top-20
 # and the TREC DL21 queries), and ships it only if it beats the starting weights there.
 # Then one Platt scale and bias, fitted on judged held-out pairs, are folded into the
-# classifier so that sigmoid(logit) estimates the probability of relevance.
+# classifier so that sigmoid(logit) estimates the probability of relevance (config.json
+# records them; `crossrank train --init` unfolds them, so training continues from raw logits).
 # Earlier stages (from all-MiniLM-L6-v2, 2026-11-25/26) are reproduced by this script as of
 # commit dc83978 (`git show dc83978:scripts/train_default.sh`); see the model card.
 #
 # Environment: BASE (starting weights, default the shipped model), DEVICE (cpu or cuda),
-# STEPS (default 850), MAX_MINUTES (default 120), SEED (default 1).
+# STEPS (default 850), MAX_MINUTES (default 120), SEED (default 1; use a new one each session
+# so that the session samples training lists the earlier ones did not).
 set -euo pipefail
 START=$(date +%s)
 DATA=${1:-../shared/data}
@@ -49,8 +51,9 @@ if [ ! -f "$WORK/run/model.safetensors" ]; then
 fi
 
 # 2. Calibrate on judged held-out pairs (never MS MARCO dev600: its other passages are
-#    unjudged, not judged non-relevant); report on test splits that the fit never saw.
-$CR calibrate --model "$WORK/run" \
+#    unjudged, not judged non-relevant), pooled or set-balanced, whichever transfers better
+#    to a left-out fit set; report on test splits that the fit never saw.
+$CR calibrate --model "$WORK/run" --weighting choose \
     --fit "$DATA/wikiqa:dev,$DATA/trecqa:dev,$DATA/trec-dl21:train@2" \
     --report "$DATA/wikiqa:test,$DATA/trecqa:test,$DATA/trec-dl19:test@2" \
     --out "$WORK/calibrated" --json "$WORK/calibration.json" --plot "$WORK/calibration.png"

@@ -12,12 +12,15 @@ from conftest import make_checkpoint
 from crossrank.cli import main
 from crossrank.reranker import Reranker
 from crossrank.training.calibrate import (
+    WEIGHTINGS,
     expected_calibration_error,
     fit_platt,
+    fit_sets,
     fold_into_head,
+    leave_one_set_out,
 )
 from crossrank.training.data import load_beir
-from crossrank.training.train import StallWatch, TrainConfig, lr_lambda, train
+from crossrank.training.train import StallWatch, TrainConfig, init_model, lr_lambda, train
 
 
 def logistic_sample(scale: float, bias: float, n: int = 20_000, seed: int = 0):
@@ -32,6 +35,28 @@ def test_platt_fit_recovers_the_scale_and_bias_that_generated_the_labels():
     scale, bias = fit_platt(logits, labels)
     assert scale == pytest.approx(0.6, abs=0.05)
     assert bias == pytest.approx(-1.5, abs=0.1)
+
+
+def test_balanced_weighting_gives_a_small_set_as_much_say_as_a_large_one():
+    large, small = logistic_sample(0.6, -1.5, n=20_000), logistic_sample(1.2, 0.5, n=2_000)
+    pooled = fit_sets([large, small], "pooled")
+    balanced = fit_sets([large, small], "balanced")
+    assert abs(pooled[0] - 0.6) < abs(balanced[0] - 0.6)  # pooled follows the large set
+    assert 0.6 < balanced[0] < 1.2 and -1.5 < balanced[1] < 0.5
+    assert abs(balanced[1] - (-0.5)) < abs(pooled[1] - (-0.5))
+
+
+def test_leave_one_set_out_finds_the_set_the_others_do_not_calibrate():
+    sets = {
+        "a": logistic_sample(0.6, -1.5, n=5_000, seed=1),
+        "b": logistic_sample(0.6, -1.5, n=5_000, seed=2),
+        "odd": logistic_sample(0.6, 1.5, n=5_000, seed=3),
+    }
+    result = leave_one_set_out(sets)
+    for weighting in WEIGHTINGS:
+        eces = result[weighting]
+        assert eces["odd"] > max(eces["a"], eces["b"]) + 0.1
+        assert eces["mean"] == pytest.approx((eces["a"] + eces["b"] + eces["odd"]) / 3)
 
 
 def test_ece_is_small_when_calibrated_and_large_when_not():
@@ -51,6 +76,17 @@ def test_folding_maps_every_logit_to_scale_times_logit_plus_bias(tmp_path):
     after = np.array(Reranker(tmp_path / "calibrated").score(query, documents, raw=True))
     np.testing.assert_allclose(after, 0.5 * before - 1.0, atol=1e-5)
     assert (tmp_path / "calibrated" / "tokenizer.json").is_file()
+
+
+def test_training_from_a_calibrated_checkpoint_starts_from_the_raw_logits(tmp_path):
+    model = make_checkpoint(tmp_path / "model")
+    fold_into_head(model, tmp_path / "once", scale=0.5, bias=-1.0)
+    fold_into_head(tmp_path / "once", tmp_path / "twice", scale=3.0, bias=0.5)
+    record = json.loads((tmp_path / "twice" / "config.json").read_text())
+    assert record["crossrank_calibration"] == {"scale": 1.5, "bias": -2.5}  # 3(0.5x - 1) + 0.5
+    raw, unfolded = init_model(model).state_dict(), init_model(tmp_path / "twice").state_dict()
+    for key in ("classifier.weight", "classifier.bias"):
+        torch.testing.assert_close(unfolded[key], raw[key], atol=1e-5, rtol=0)
 
 
 def test_a_warmup_of_one_or_more_is_refused_with_the_option_that_takes_steps(capsys):

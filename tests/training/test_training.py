@@ -304,7 +304,8 @@ def test_default_model_ranks_a_relevant_passage_first():
     ]
     results = reranker.rerank(query, documents)
     assert results[0].index == 1
-    # calibrated scores (Platt, see the model card): the answer stands well clear of the
-    # off-topic passages, which are near certain to be irrelevant
-    assert results[0].relevance_score > 10 * results[1].relevance_score
-    assert results[-1].relevance_score < 0.05
+    # calibrated scores (Platt, see the model card; the model is under-confident, a clear
+    # answer scores about 0.1): the answer stands clear of the off-topic passages, which
+    # are near certain to be irrelevant
+    assert results[0].relevance_score > 3 * results[1].relevance_score
+    assert all(r.relevance_score < 0.05 for r in results[1:])

@@ -47,7 +47,7 @@ from crossrank.server.schemas import (
 )
 from crossrank.server.service import ApiError, ClientGone, ServerSettings
 
-__all__ = ["ApiError", "ServerSettings", "create_app"]
+__all__ = ["ApiError", "ServerSettings", "build_app", "create_app"]
 
 log = logging.getLogger("crossrank.server")
 
@@ -150,7 +150,12 @@ def create_app(
     if isinstance(models, Reranker):
         models = {settings.model_name: models}
     metrics = ServerMetrics()
-    served = ServedModels(models, settings, metrics)
+    return build_app(ServedModels(models, settings, metrics), settings, metrics)
+
+
+def build_app(served: ServedModels, settings: ServerSettings, metrics: ServerMetrics) -> FastAPI:
+    """The app over models already served: here, or elsewhere (Ray Serve's front
+    deployment serves models that its model replicas hold, see ray_serve.py)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -159,8 +164,8 @@ def create_app(
             log.info(
                 "serving %s (max_length %d, %s long documents)",
                 service.name,
-                service.reranker.max_length,
-                service.reranker.encoder.long_documents,
+                service.max_length,
+                service.long_documents,
             )
         log.info("API key %s", "required" if settings.api_key else "not set")
         yield
@@ -318,8 +323,8 @@ def add_service_routes(app: FastAPI, served: ServedModels, metrics: ServerMetric
         cards = [
             ModelCard(
                 id=service.name,
-                max_length=service.reranker.max_length,
-                long_documents=service.reranker.encoder.long_documents,
+                max_length=service.max_length,
+                long_documents=service.long_documents,
             )
             for service in served.services.values()
         ]

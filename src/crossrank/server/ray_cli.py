@@ -19,7 +19,7 @@ def add_ray_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--ray",
         action="store_true",
-        help="serve on Ray Serve: replicas that Ray routes to, health-checks and replaces",
+        help="serve on Ray Serve: model replicas that Ray routes to, health-checks and replaces",
     )
     group.add_argument(
         "--ray-address",
@@ -28,21 +28,21 @@ def add_ray_options(parser: argparse.ArgumentParser) -> None:
         help="a running Ray cluster (default: start a local Ray instance)",
     )
     scale = group.add_mutually_exclusive_group()
-    scale.add_argument("--replicas", type=int, default=None, help="replicas (default: 1)")
+    scale.add_argument("--replicas", type=int, default=None, help="model replicas (default: 1)")
     scale.add_argument(
         "--autoscale",
         default=None,
         metavar="MIN:MAX",
-        help="scale between MIN and MAX replicas on queued requests",
+        help="scale between MIN and MAX model replicas on queued requests",
     )
     group.add_argument(
         "--cpus-per-replica",
         type=float,
         default=1,
-        help="CPUs Ray reserves for each replica, and its torch threads (default: 1)",
+        help="CPUs Ray reserves for each model replica, and its torch threads (default: 1)",
     )
     group.add_argument(
-        "--gpus-per-replica", type=float, default=0, help="GPUs for each replica (default: 0)"
+        "--gpus-per-replica", type=float, default=0, help="GPUs for each model replica (default: 0)"
     )
 
 

@@ -117,6 +117,11 @@ class ApiError(Exception):
         self.limit = limit
         self.headers = headers
 
+    def __reduce__(self) -> tuple:
+        # Picklable with every field (Ray Serve returns it from a model replica to the
+        # front); Exception's own pickling would call __init__ with the message alone.
+        return (ApiError, (self.status, self.error_type, self.message), self.__dict__)
+
 
 # ---------------------------------------------------------------- the internal request
 
@@ -179,6 +184,14 @@ class Service:
         )
         metrics.watch(self.batcher)
         self.admitted = 0  # touched only on the event loop, so no lock
+
+    @property
+    def max_length(self) -> int:
+        return self.reranker.max_length
+
+    @property
+    def long_documents(self) -> str:
+        return self.reranker.encoder.long_documents
 
     def _on_batch(self, stats: BatchStats) -> None:
         self.metrics.observe_batch(stats)

@@ -5,7 +5,9 @@ losses fix only score differences, not where the scores sit. One scale ``a`` and
 fitted by logistic regression on judged pairs of held-out data make
 ``sigmoid(a * logit + b)`` estimate the probability of relevance (Platt, 1999). Folding them
 into the last linear layer (``W' = a W``, ``b' = a b0 + b``) changes no ranking and keeps the
-checkpoint a standard ``BertForSequenceClassification`` that any loader reads.
+checkpoint a standard ``BertForSequenceClassification`` that any loader reads. The folded
+pair is recorded in ``config.json`` (``crossrank_calibration``, a key loaders ignore) so that
+``crossrank train --init`` can unfold it and continue from the raw, unscaled logits.
 
 Fit and report sets are ``DIR[:split][@grade]``: every judged (query, document) pair with
 text; a pair is relevant when its grade is at least ``grade`` (default 1; 2 for TREC DL,
@@ -29,6 +31,7 @@ from crossrank.training.data import load_beir, split_spec
 
 log = logging.getLogger(__name__)
 HEAD_KEYS = ("classifier.weight", "classifier.bias")
+CALIBRATION_KEY = "crossrank_calibration"
 
 
 @dataclass
@@ -56,22 +59,57 @@ def judged_pairs(spec: str) -> JudgedPairs:
     return JudgedPairs(f"{data.name}:{split}", pairs, np.array(labels))
 
 
-def fit_platt(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """The (scale, bias) minimising the log loss of sigmoid(scale * logit + bias)."""
+def fit_platt(
+    logits: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None
+) -> tuple[float, float]:
+    """The (scale, bias) minimising the (weighted) log loss of sigmoid(scale * logit + bias)."""
     x = torch.tensor(logits, dtype=torch.float64)
     y = torch.tensor(labels, dtype=torch.float64)
+    w = None if weights is None else torch.tensor(weights, dtype=torch.float64)
     params = torch.tensor([1.0, 0.0], dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS([params], max_iter=200, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(params[0] * x + params[1], y)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            params[0] * x + params[1], y, weight=w
+        )
         loss.backward()
         return loss
 
     optimizer.step(closure)
     scale, bias = params.detach().tolist()
     return scale, bias
+
+
+WEIGHTINGS = ("pooled", "balanced")  # every pair counts once / every fit set counts once
+
+
+def fit_sets(sets: list[tuple[np.ndarray, np.ndarray]], weighting: str) -> tuple[float, float]:
+    """Platt fit on several (logits, labels) sets, pooled or with equal weight per set."""
+    logits = np.concatenate([x for x, _ in sets])
+    labels = np.concatenate([y for _, y in sets])
+    weights = None
+    if weighting == "balanced":
+        weights = np.concatenate([np.full(len(y), len(labels) / len(y)) for _, y in sets])
+    return fit_platt(logits, labels, weights)
+
+
+def leave_one_set_out(sets: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, dict]:
+    """Per weighting: the ECE on each fit set of a fit on the OTHER sets, and their mean.
+
+    Users' data are none of the fit sets, so the weighting that transfers best to an unseen
+    set is the one to use; the final fit then uses every set.
+    """
+    result = {}
+    for weighting in WEIGHTINGS:
+        eces = {}
+        for held_out, (logits, labels) in sets.items():
+            others = [pair for name, pair in sets.items() if name != held_out]
+            scale, bias = fit_sets(others, weighting)
+            eces[held_out] = expected_calibration_error(probabilities(logits, scale, bias), labels)
+        result[weighting] = {**eces, "mean": float(np.mean(list(eces.values())))}
+    return result
 
 
 def bin_of(probs: np.ndarray, bins: int) -> np.ndarray:
@@ -126,6 +164,23 @@ def fold_into_head(model: Path, out: Path, scale: float, bias: float) -> None:
     state["classifier.weight"] = (weight.double() * scale).to(weight.dtype)
     state["classifier.bias"] = (head_bias.double() * scale + bias).to(head_bias.dtype)
     save_file(state, path, metadata={"format": "pt"})
+    config_path = out / "config.json"
+    config = json.loads(config_path.read_text())
+    earlier = config.get(CALIBRATION_KEY, {"scale": 1.0, "bias": 0.0})
+    # a second fold composes: scale2 * (scale1 * logit + bias1) + bias2
+    config[CALIBRATION_KEY] = {
+        "scale": earlier["scale"] * scale,
+        "bias": earlier["bias"] * scale + bias,
+    }
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+
+
+def unfold_head(state: dict[str, torch.Tensor], calibration: dict[str, float]) -> None:
+    """Undo a folded calibration in place: the classifier gives the raw logit again."""
+    scale, bias = calibration["scale"], calibration["bias"]
+    weight, head_bias = (state[k] for k in HEAD_KEYS)
+    state["classifier.weight"] = (weight.double() / scale).to(weight.dtype)
+    state["classifier.bias"] = ((head_bias.double() - bias) / scale).to(head_bias.dtype)
 
 
 def plot_reliability(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> None:
@@ -155,9 +210,18 @@ def plot_reliability(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Pat
 
 
 def calibrate(
-    model: Path, fit: list[str], report: list[str], out: Path | None, plot: Path | None = None
+    model: Path,
+    fit: list[str],
+    report: list[str],
+    out: Path | None,
+    plot: Path | None = None,
+    weighting: str = "pooled",
 ) -> dict:
-    """Fit on ``fit``, report on ``report`` (never used for the fit), optionally fold."""
+    """Fit on ``fit``, report on ``report`` (never used for the fit), optionally fold.
+
+    ``weighting`` is ``pooled``, ``balanced`` or ``choose`` (the one whose leave-one-set-out
+    ECE over the fit sets is lower; needs two fit sets or more).
+    """
     from crossrank.reranker import Reranker
 
     reranker = Reranker(model, dtype="float32")
@@ -166,11 +230,18 @@ def calibrate(
         log.info("scoring %s: %d judged pairs", data.name, len(data.pairs))
         return np.array(reranker.score_pairs(data.pairs, raw=True))
 
-    fit_sets = [judged_pairs(s) for s in fit]
-    fit_logits = np.concatenate([logits_of(d) for d in fit_sets])
-    fit_labels = np.concatenate([d.labels for d in fit_sets])
-    scale, bias = fit_platt(fit_logits, fit_labels)
-    result = {
+    sets = {d.name: (logits_of(d), d.labels) for d in map(judged_pairs, fit)}
+    result: dict = {}
+    if weighting == "choose":
+        if len(sets) < 2:
+            raise ValueError("--weighting choose needs two fit sets or more")
+        result["leave_one_set_out_ece"] = leave_one_set_out(sets)
+        weighting = min(WEIGHTINGS, key=lambda w: result["leave_one_set_out_ece"][w]["mean"])
+    scale, bias = fit_sets(list(sets.values()), weighting)
+    fit_logits = np.concatenate([x for x, _ in sets.values()])
+    fit_labels = np.concatenate([y for _, y in sets.values()])
+    result |= {
+        "weighting": weighting,
         "scale": scale,
         "bias": bias,
         "fit": calibration_report(fit_logits, fit_labels, scale, bias),
@@ -204,6 +275,13 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--report", default="", help="comma-separated DIR[:split][@grade] to report ECE on"
     )
+    parser.add_argument(
+        "--weighting",
+        choices=[*WEIGHTINGS, "choose"],
+        default="pooled",
+        help="pooled: every judged pair counts once; balanced: every fit set counts once; "
+        "choose: the one with the lower leave-one-set-out ECE over the fit sets",
+    )
     parser.add_argument("--out", help="write the calibrated checkpoint here (may equal --model)")
     parser.add_argument("--plot", help="reliability diagram of the report sets (PNG)")
     parser.add_argument("--json", help="write the measurements here")
@@ -221,6 +299,7 @@ def calibrate_command(args: argparse.Namespace) -> None:
         split(args.report),
         Path(args.out) if args.out else None,
         Path(args.plot) if args.plot else None,
+        args.weighting,
     )
     text = json.dumps(result, indent=2)
     if args.json:

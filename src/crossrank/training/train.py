@@ -41,6 +41,7 @@ from crossrank.models import (
     read_state_dict,
     save_model,
 )
+from crossrank.training.calibrate import CALIBRATION_KEY, HEAD_KEYS, unfold_head
 from crossrank.training.data import (
     BeirSet,
     Group,
@@ -125,6 +126,11 @@ def init_model(base: str | Path) -> Bert:
             torch.nn.init.normal_(module.weight, std=0.02)
             torch.nn.init.zeros_(module.bias)
     state = normalise_keys(read_state_dict(base), prefix)
+    if CALIBRATION_KEY in raw and all(k in state for k in HEAD_KEYS):
+        # ranking losses read score differences: a Platt scale of 0.36 would flatten every
+        # list and spend the first steps relearning the scale, so continue from raw logits
+        unfold_head(state, raw[CALIBRATION_KEY])
+        log.info("unfolded the calibration of %s: %s", base, raw[CALIBRATION_KEY])
     own = model.state_dict()
     usable = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
     missing = [k for k in own if k not in usable]
@@ -284,15 +290,37 @@ def lr_lambda(cfg: TrainConfig):
     return lambda step: min((step + 1) / warmup, max(0.0, (cfg.steps - step) / decay))
 
 
+def dev_queries(data: BeirSet) -> list[tuple[str, list[str]]]:
+    """The dev queries that can rank: a judged positive and a negative among the candidates."""
+    usable = []
+    for query_id, judged in data.qrels.items():
+        docs = [d for d in data.run.get(query_id, []) if d in data.corpus]
+        if {judged.get(d, 0) > 0 for d in docs} == {True, False} and query_id in data.queries:
+            usable.append((query_id, docs))
+    return usable
+
+
+def dev_metrics(run: dict[str, dict[str, float]], data: BeirSet) -> dict[str, float]:
+    """nDCG@10 and MRR@10 of a run over ``data``'s judgements (the queries in the run)."""
+    import ir_measures
+    from ir_measures import RR, nDCG
+
+    qrels = [
+        ir_measures.Qrel(query_id, doc_id, grade)
+        for query_id in run
+        for doc_id, grade in data.qrels[query_id].items()
+    ]
+    # graded sets (TREC DL) count grade >= 2 as relevant for MRR, as TREC DL does
+    rr = RR(rel=2) @ 10 if max(q.relevance for q in qrels) >= 2 else RR @ 10
+    scores = ir_measures.calc_aggregate([nDCG @ 10, rr], qrels, run)
+    return {"ndcg@10": scores[nDCG @ 10], "mrr@10": scores[rr]}
+
+
 @torch.no_grad()
 def evaluate(
     model: Bert, tokenizer, dev_sets: list[BeirSet], max_length: int
 ) -> dict[str, dict[str, float]]:
-    """nDCG@10 and MRR@10 reranking each dev set's candidates (queries with a positive and a
-    negative among them); nDCG@10 selects checkpoints."""
-    import ir_measures
-    from ir_measures import RR, nDCG
-
+    """nDCG@10 and MRR@10 reranking each dev set's candidates; nDCG@10 selects checkpoints."""
     from crossrank.reranker import Reranker
 
     was_training = model.training
@@ -301,21 +329,13 @@ def evaluate(
     reranker = Reranker.from_model(model, encoder)  # on the model's own device
     results = {}
     for data in dev_sets:
-        run, qrels = {}, []
-        for query_id, judged in data.qrels.items():
-            docs = [d for d in data.run.get(query_id, []) if d in data.corpus]
-            grades = {judged.get(d, 0) > 0 for d in docs}
-            if grades != {True, False} or query_id not in data.queries:
-                continue
+        run = {}
+        for query_id, docs in dev_queries(data):
             scores = reranker.score(
                 data.queries[query_id], [data.corpus[d] for d in docs], raw=True
             )
             run[query_id] = dict(zip(docs, scores, strict=True))
-            qrels += [ir_measures.Qrel(query_id, d, g) for d, g in judged.items()]
-        # graded sets (TREC DL) count grade >= 2 as relevant for MRR, as TREC DL does
-        rr = RR(rel=2) @ 10 if max(q.relevance for q in qrels) >= 2 else RR @ 10
-        scores = ir_measures.calc_aggregate([nDCG @ 10, rr], qrels, run)
-        results[data.name] = {"ndcg@10": scores[nDCG @ 10], "mrr@10": scores[rr]}
+        results[data.name] = dev_metrics(run, data)
     model.train(was_training)
     return results
 
