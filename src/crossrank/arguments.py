@@ -29,6 +29,11 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
         "model's scores within 0.01 of float32, else float32; bfloat16 autocast on CUDA; "
         "the choice and its reason are logged at start-up; see docs/performance.md)",
     )
+    add_threads_option(parser)
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """--threads, applied by ``apply_threads``."""
     parser.add_argument(
         "--threads",
         type=positive,

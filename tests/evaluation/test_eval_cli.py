@@ -199,6 +199,20 @@ def test_user_errors_are_one_line_messages(data_dir, args, message):
         main(["eval", str(data_dir / "trec-dl19"), "--no-rerank", *args])
 
 
+def test_threads_option_sets_the_model_threads(toy_dataset):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # so that the option, not the environment, makes it 1
+    try:
+        main(
+            ["eval", str(toy_dataset), "--first-stage", "run:bm25", "--no-rerank", "--threads", "1"]
+        )
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    with pytest.raises(SystemExit):
+        main(["eval", str(toy_dataset), "--threads", "0"])
+
+
 def test_missing_default_model_says_what_to_pass(toy_dataset, monkeypatch):
     import crossrank.reranker
 

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from crossrank.arguments import add_threads_option, apply_threads
+
 if TYPE_CHECKING:  # the command imports its libraries only when it runs: a fast --help
     from crossrank.evaluation.harness import EvalReport
     from crossrank.evaluation.suite import DepthRow, SetResult
@@ -205,6 +207,7 @@ def depths_command(args: argparse.Namespace) -> None:
 
 
 def eval_command(args: argparse.Namespace) -> None:
+    apply_threads(args)
     if args.max_windows is not None and "select" not in (args.long_documents or ["select"]):
         raise ValueError("--max-windows applies to --long-documents select")
     if args.max_windows is not None and len(args.max_windows) > 1 and not args.suite:
@@ -356,6 +359,7 @@ def add_parser(subparsers) -> None:
         help="do not keep corpus embeddings in ~/.cache/crossrank/embeddings",
     )
     parser.add_argument("--device", default=None)
+    add_threads_option(parser)
     parser.add_argument("--json", metavar="OUT", help="write the metrics as JSON")
     parser.add_argument(
         "--plot",
