@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 
 import numpy as np
@@ -19,8 +20,15 @@ from crossrank.training.calibrate import (
     fold_into_head,
     leave_one_set_out,
 )
-from crossrank.training.data import load_beir
-from crossrank.training.train import StallWatch, TrainConfig, init_model, lr_lambda, train
+from crossrank.training.data import load_beir, write_run
+from crossrank.training.train import (
+    StallWatch,
+    TrainConfig,
+    init_model,
+    load_sources,
+    lr_lambda,
+    train,
+)
 
 
 def logistic_sample(scale: float, bias: float, n: int = 20_000, seed: int = 0):
@@ -167,3 +175,19 @@ def test_eval_at_start_saves_nothing_that_does_not_beat_the_starting_weights(tmp
     assert [r["step"] for r in log if "dev" in r] == [0, 1, 2]
     assert log[0]["dev"] == log[-1]["dev"]  # lr 0: nothing changed, so nothing is better
     assert not (out / "model.safetensors").exists()
+
+
+def test_gzipped_teacher_runs_reach_the_training_lists(data_dir, tmp_path):
+    trecqa = load_beir(data_dir / "trecqa", "train")
+    scores = {q: {d: float(i) for i, d in enumerate(docs)} for q, docs in trecqa.run.items()}
+    write_run(scores, tmp_path / "trecqa.train.trec", tag="teacher")
+    with open(tmp_path / "trecqa.train.trec", "rb") as plain:
+        (tmp_path / "trecqa.train.trec.gz").write_bytes(gzip.compress(plain.read()))
+    (tmp_path / "trecqa.train.trec").unlink()  # only the committed form is left
+    cfg = TrainConfig(base="", data=[str(data_dir / "trecqa")], out="", teacher_runs=str(tmp_path))
+    [source], _ = load_sources(cfg)
+    group = source.groups[0]
+    assert all(c.teacher is not None for c in group.candidates)
+    assert [c.teacher for c in group.candidates] == [
+        scores[group.query_id][c.doc_id] for c in group.candidates
+    ]

@@ -79,13 +79,23 @@ def read_run(path: Path) -> dict[str, list[str]]:
 
 
 def read_run_scores(path: Path) -> dict[str, dict[str, float]]:
+    """A TREC run (plain, or gzipped as ``.gz``) as query -> document -> score."""
     run: dict[str, dict[str, float]] = defaultdict(dict)
-    with open(path, encoding="utf-8") as f:
+    opener = gzip.open if Path(path).suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
         for line in f:
             parts = line.split()
             if len(parts) >= 5:
                 run[parts[0]][parts[2]] = float(parts[4])
     return dict(run)
+
+
+def teacher_run(folder: str | Path, name: str, split: str) -> Path | None:
+    """``FOLDER/<set>.<split>.trec``, or the same gzipped (how a cache is committed)."""
+    for suffix in (".trec", ".trec.gz"):
+        if (path := Path(folder) / f"{name}.{split}{suffix}").exists():
+            return path
+    return None
 
 
 def write_run(run: dict[str, dict[str, float]], path: Path, tag: str) -> None:

@@ -51,6 +51,7 @@ from crossrank.training.data import (
     read_run_scores,
     sample_list,
     split_spec,
+    teacher_run,
 )
 from crossrank.training.losses import distillation_kl, listwise_softmax_ce, pointwise_bce
 
@@ -68,7 +69,7 @@ class TrainConfig:
     base: str  # BERT-family checkpoint: a bare encoder or a cross-encoder
     data: list[str]  # DIR[:split][@weight]; weight = share of groups drawn from it
     out: str
-    teacher_runs: str | None = None  # folder of <set>.<split>.trec teacher-score runs
+    teacher_runs: str | None = None  # folder of <set>.<split>.trec[.gz] teacher-score runs
     dev: list[str] = field(default_factory=list)  # DIR[:split] validation sets
     holdout: list[str] = field(default_factory=list)  # SET=FRACTION: queries moved to dev
     holdout_seed: int = 0  # fixed apart from --seed, so a continued run keeps the same dev
@@ -199,10 +200,7 @@ def load_sources(cfg: TrainConfig) -> tuple[list[Source], list[BeirSet]]:
             data, dev = holdout_split(data, holdout[data.name], cfg.holdout_seed)
             dev_sets.append(dev)
         teacher = None
-        if (
-            cfg.teacher_runs
-            and (path := Path(cfg.teacher_runs) / f"{data.name}.{split}.trec").exists()
-        ):
+        if cfg.teacher_runs and (path := teacher_run(cfg.teacher_runs, data.name, split)):
             teacher = read_run_scores(path)
         groups = make_groups(data, teacher)
         max_grade = max((g for r in data.qrels.values() for g in r.values()), default=1)
@@ -550,7 +548,9 @@ def add_parser(subparsers) -> None:
         help="comma-separated DIR[:split][@weight] (split: train; weight: share of lists)",
     )
     parser.add_argument("--out", required=True, help="output folder (Hugging Face layout)")
-    parser.add_argument("--teacher-runs", help="folder of <set>.<split>.trec teacher scores")
+    parser.add_argument(
+        "--teacher-runs", help="folder of <set>.<split>.trec (or .trec.gz) teacher scores"
+    )
     parser.add_argument(
         "--dev",
         default="",
