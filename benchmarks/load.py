@@ -173,6 +173,16 @@ def start_server(model: Path, port: int, log: Path, extra: list[str]) -> subproc
         time.sleep(0.5)
 
 
+def stop_server(process: subprocess.Popen) -> int:
+    """SIGTERM (the server drains), a kill if it has not exited in two minutes; its status."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(120)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=32)
@@ -231,12 +241,7 @@ def main() -> None:
         healthy = httpx.get(f"{url}/health", timeout=10).status_code == 200
     finally:
         stop.set()
-        process.send_signal(signal.SIGTERM)
-        try:
-            exit_status = process.wait(120)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            exit_status = process.wait()
+        exit_status = stop_server(process)
 
     answered = len(tally.latencies)
     done = [c for t in (warm, tally) for c in t.completions if c[0] >= started]

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
-import signal
 import statistics
 import sys
 import tempfile
@@ -36,7 +36,7 @@ from pathlib import Path
 import httpx
 
 from common import benchmark_checkpoint
-from load import HOST, free_port, start_server
+from load import HOST, free_port, start_server, stop_server
 
 MAX_DURATION = 600.0
 MAX_SLOW = 1000
@@ -79,21 +79,34 @@ async def slow_connection(port: int, source: str, stuck_in_body: bool, pause: fl
     except OSError:
         return "refused"
 
+    return await trickle_and_read(reader, writer, prefix, rest, pause)
+
+
+async def trickle_and_read(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    prefix: bytes,
+    rest: bytes,
+    pause: float,
+    timeout: float | None = None,
+) -> str:
+    """Send ``prefix``, then ``rest`` one byte every ``pause`` seconds (a slow sender) while
+    reading the answer; its status ('408', '429'...), or 'closed' when none came."""
+
     async def trickle() -> None:
-        try:
+        with contextlib.suppress(ConnectionError):
             writer.write(prefix)
             for i in range(len(rest)):
                 writer.write(rest[i : i + 1])
                 await writer.drain()
                 await asyncio.sleep(pause)
-        except ConnectionError:
-            pass
 
     sending = asyncio.ensure_future(trickle())
     answer = b""
     try:
-        while chunk := await reader.read(4096):
-            answer += chunk
+        async with asyncio.timeout(timeout):
+            while chunk := await reader.read(4096):
+                answer += chunk
     except ConnectionError:
         pass
     finally:
@@ -181,8 +194,7 @@ def main() -> None:
         print(json.dumps(beside), flush=True)
         healthy = httpx.get(f"{url}/health", timeout=10).status_code == 200
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(120)
+        stop_server(process)
     ratio = beside["p95_ms"] / alone["p95_ms"]
     report = {
         "model": label,

@@ -35,7 +35,6 @@ import contextlib
 import json
 import os
 import random
-import signal
 import statistics
 import subprocess
 import sys
@@ -48,7 +47,8 @@ import httpx
 import psutil
 
 from common import benchmark_checkpoint
-from load import HOST, free_port
+from load import HOST, free_port, stop_server
+from slow_senders import trickle_and_read
 
 MAX_DURATION = 4 * 3600.0
 SAMPLE_EVERY_S = 10.0
@@ -197,26 +197,8 @@ class Soak:
         prefix, rest = (request_head(len(body)), body) if in_body else (b"", request_head(5))
         reader, writer = await asyncio.open_connection(HOST, self.port)
 
-        async def trickle() -> None:
-            with contextlib.suppress(ConnectionError):
-                writer.write(prefix)
-                for i in range(len(rest)):
-                    writer.write(rest[i : i + 1])
-                    await writer.drain()
-                    await asyncio.sleep(1.0)
-
-        sending = asyncio.ensure_future(trickle())
-        answer = b""
-        try:
-            async with asyncio.timeout(60):
-                while chunk := await reader.read(4096):
-                    answer += chunk
-        except ConnectionError:
-            pass
-        finally:
-            sending.cancel()
-            writer.close()
-        self.record("slow", answer[9:12].decode() if answer[:9] == b"HTTP/1.1 " else "closed")
+        status = await trickle_and_read(reader, writer, prefix, rest, pause=1.0, timeout=60)
+        self.record("slow", status)
 
     async def stall_injector(self, flag: Path, every: float) -> None:
         """Every ``every`` seconds, stall one model call; the window lasts until /health is
@@ -372,12 +354,7 @@ def main() -> None:
         healthy = httpx.get(f"{url}/health", timeout=10).status_code == 200
         alive = process.poll() is None
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            exit_status = process.wait(120)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            exit_status = process.wait()
+        exit_status = stop_server(process)
     report = summarize(soak, result, args, label, healthy and alive, exit_status)
     print(json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=2))
     if args.json:
