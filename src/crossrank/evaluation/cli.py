@@ -29,26 +29,21 @@ def parse_modes(text: str) -> list[str]:
     return modes
 
 
-def parse_windows(text: str) -> list[int]:
-    try:
-        windows = [int(m) for m in text.split(",") if m.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--max-windows takes numbers, not {text!r}") from None
-    if not windows or min(windows) < 1:
-        raise argparse.ArgumentTypeError(f"--max-windows must be at least 1, not {text!r}")
-    return windows
+def whole_numbers(option: str, example: str):
+    """An argparse type for ``option``: comma-separated whole numbers, each at least 1."""
 
+    def parse(text: str) -> list[int]:
+        try:
+            numbers = [int(n) for n in text.split(",") if n.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{option} takes numbers like {example}, not {text!r}"
+            ) from None
+        if not numbers or min(numbers) < 1:
+            raise argparse.ArgumentTypeError(f"{option} must be at least 1, not {text!r}")
+        return numbers
 
-def parse_depths(text: str) -> list[int]:
-    try:
-        depths = [int(d) for d in text.split(",") if d.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--depths takes numbers like 10,20,50, not {text!r}"
-        ) from None
-    if not depths or min(depths) < 1:
-        raise argparse.ArgumentTypeError(f"--depths must be positive, not {text!r}")
-    return depths
+    return parse
 
 
 def systems(report: EvalReport) -> dict[str, dict[str, float]]:
@@ -308,7 +303,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument(
         "--max-windows",
-        type=parse_windows,
+        type=whole_numbers("--max-windows", "1,3"),
         default=None,
         metavar="M",
         help="windows per document in select mode (default: crossrank's measured default); "
@@ -335,7 +330,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument(
         "--depths",
-        type=parse_depths,
+        type=whole_numbers("--depths", "10,20,50"),
         default=None,
         metavar="10,20,50,...",
         help="rerank the top 10, 20, 50... and report nDCG@10 and rerank time per depth",
