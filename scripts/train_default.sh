@@ -14,7 +14,10 @@
 #
 # Environment: BASE (starting weights, default the shipped model), DEVICE (cpu or cuda),
 # STEPS (default 850), MAX_MINUTES (default 120), SEED (default 1; use a new one each session
-# so that the session samples training lists the earlier ones did not).
+# so that the session samples training lists the earlier ones did not), LR (peak learning
+# rate, default 3e-5), TEACHER (folder of <set>.<split>.trec[.gz] teacher scores, default
+# the committed cache teacher-cache/all-mpnet-base-v2; lists of the sets it covers are also
+# distilled, and TREC DL22's unlabelled queries teach only through it; TEACHER= turns it off).
 set -euo pipefail
 START=$(date +%s)
 DATA=${1:-../shared/data}
@@ -22,6 +25,9 @@ WORK=${2:-/tmp/crossrank-default}
 CR=${CROSSRANK:-.venv/bin/crossrank}
 BASE=${BASE:-src/crossrank/default_model}
 DEVICE=${DEVICE:-cpu}
+TEACHER=${TEACHER-teacher-cache/all-mpnet-base-v2}
+TEACHER_OPTIONS=()
+[ -n "$TEACHER" ] && TEACHER_OPTIONS=(--teacher-runs "$TEACHER")
 mkdir -p "$WORK"
 
 if [ "$DEVICE" = cpu ]; then
@@ -36,12 +42,13 @@ else
 fi
 
 # 1. Continue training: labelled lists of the training sets (given candidate lists, or BM25
-#    over each set's corpus), checkpoint selection on dev, nothing saved unless it beats BASE.
+#    over each set's corpus), distilled where the teacher scored them, checkpoint selection
+#    on dev, nothing saved unless it beats BASE.
 $RUN train --init "$BASE" \
-    --data "$DATA/squad@2,$DATA/nq-train@2.5,$DATA/medquad@1,$DATA/selqa@0.5,$DATA/scitldr@0.5,$DATA/pubmedqa@0.5,$DATA/wikiqa@0.5,$DATA/trecqa@0.25,$DATA/scifact@0.5" \
-    --dev "$DATA/msmarco-dev600:dev@20,$DATA/trec-dl21:train@50" --eval-at-start \
+    --data "$DATA/squad@2,$DATA/nq-train@2.5,$DATA/medquad@1,$DATA/selqa@0.5,$DATA/scitldr@0.5,$DATA/pubmedqa@0.5,$DATA/wikiqa@0.5,$DATA/trecqa@0.25,$DATA/scifact@0.5,$DATA/trec-dl22@1" \
+    "${TEACHER_OPTIONS[@]}" --dev "$DATA/msmarco-dev600:dev@20,$DATA/trec-dl21:train@50" --eval-at-start \
     --loss listwise --list-size 8 --groups-per-step 8 --micro-groups 4 \
-    --lr 3e-5 --warmup-steps 40 --steps "${STEPS:-850}" \
+    --lr "${LR:-3e-5}" --warmup-steps 40 --steps "${STEPS:-850}" \
     --max-length 160 --query-max-length 32 --dev-max-length 160 \
     --eval-every 200 --save-every 25 --max-minutes "${MAX_MINUTES:-120}" \
     --seed "${SEED:-1}" --save-dtype float16 "${DEVICE_OPTIONS[@]}" --out "$WORK/run"
