@@ -10,9 +10,10 @@ select mode with m >= windows equals chunk mode exactly).
 
 Window rankers: ``bm25`` (crossrank's: BM25 over the token ids of the document's
 windows), ``bm25s`` (bm25s over the windows' decoded text, stemmed, English stop words),
-``biencoder`` (cosine of all-MiniLM-L6-v2 embeddings of query and window) and ``first``
-(the first m windows, what a plain cap on chunks gives). The time each ranker takes is
-reported too.
+``biencoder`` (cosine of all-MiniLM-L6-v2 embeddings of query and window), ``first``
+(the first m windows, what a plain cap on chunks gives) and ``first+bm25`` (the first
+window, where titles, abstracts and call introductions are, then BM25's best others). The
+time each ranker takes is reported too.
 
     python benchmarks/select_windows.py ../shared/data --sets ectsum:val:5 qmsum:val:3 \\
         scitldr:dev:10 --top-k 5 --max-length 256 --biencoder-sets ectsum --json out.json
@@ -76,7 +77,7 @@ def measure_set(reranker, embedder, data_dir, name, split, queries, top_k):
     convention = convention_for(dataset.name)
     select_queries(dataset, convention, queries)
     run = bm25_run(dataset.corpus, dataset.queries, max(top_k, 100))
-    rankers = {"bm25": [], "bm25s": [], "biencoder": [], "first": []}
+    rankers = {"bm25": [], "bm25s": [], "biencoder": [], "first": [], "first+bm25": []}
     seconds = dict.fromkeys(rankers, 0.0)
     pairs, cross_seconds = [], 0.0
     window_vectors: dict[tuple[str, int], np.ndarray] = {}
@@ -97,6 +98,8 @@ def measure_set(reranker, embedder, data_dir, name, split, queries, top_k):
         rankers["bm25s"].append(rank_by_bm25s(query, texts) if len(texts) > 1 else np.zeros(1, int))
         seconds["bm25s"] += time.perf_counter() - start
         rankers["first"].append(np.arange(len(windows)))
+        bm25_order = rankers["bm25"][-1]
+        rankers["first+bm25"].append(np.concatenate([[0], bm25_order[bm25_order != 0]]))
         pairs.append((query_id, doc, logits, [len(f) for f in features]))
         if embedder is None:
             continue
@@ -169,10 +172,10 @@ def print_set(result: dict) -> None:
         "ranker seconds (all pairs): "
         + ", ".join(f"{k} {v:.2f}" for k, v in result["ranker_seconds"].items())
     )
-    print(f"{'mode':<9}{'ranker':<11}{'m':>3}{'nDCG@10':>9}{'tokens':>10}")
+    print(f"{'mode':<9}{'ranker':<11}{'m':>4}{'nDCG@10':>9}{'tokens':>10}")
     for row in result["rows"]:
         m = "-" if row["m"] is None else row["m"]
-        print(f"{row['mode']:<9}{row['ranker']:<11}{m:>3}{row['ndcg@10']:>9.4f}{row['tokens']:>10}")
+        print(f"{row['mode']:<9}{row['ranker']:<11}{m:>4}{row['ndcg@10']:>9.4f}{row['tokens']:>10}")
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ import argparse
 import torch
 
 from crossrank.engine.runtime import DTYPES, QUANTISED
-from crossrank.engine.tokenization import DEFAULT_MAX_WINDOWS
+from crossrank.engine.tokenization import MIN_SELECTED_WINDOWS
 
 
 def positive(text: str) -> int:
@@ -59,8 +59,8 @@ def add_long_document_options(parser: argparse.ArgumentParser) -> None:
         type=positive,
         default=None,
         metavar="M",
-        help="windows read per document with --long-documents select (default: "
-        f"{DEFAULT_MAX_WINDOWS})",
+        help="windows read per document with --long-documents select (default: a tenth of "
+        f"the document's windows, at least {MIN_SELECTED_WINDOWS})",
     )
 
 

@@ -89,10 +89,11 @@ class Reranker:
         float32 on other CPUs, bfloat16 autocast on CUDA (``engine/precision.py``).
         ``max_length`` defaults to the longest input the model's positions allow;
         ``long_documents`` to ``"truncate"`` for long-context models and ``"chunk"`` for
-        512-token ones; ``"select"`` splits like
-        ``"chunk"`` but reads only the ``max_windows`` windows of each document that BM25
-        ranks best for the query (default ``DEFAULT_MAX_WINDOWS``). Both can also be given
-        per call (``rerank(query, documents, long_documents="select", max_windows=2)``).
+        512-token ones; ``"select"`` splits like ``"chunk"`` but reads only the
+        ``max_windows`` windows of each document that BM25 ranks best for the query (default
+        a tenth of the document's windows, at least 3: ``default_max_windows``). Both can
+        also be given per call (``rerank(query, documents, long_documents="select",
+        max_windows=2)``).
         """
         path = default_model_path() if name_or_path is None else resolve_checkpoint(name_or_path)
         device = pick_device(device)

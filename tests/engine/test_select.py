@@ -16,6 +16,7 @@ from crossrank.engine.tokenization import (
     BM25_B,
     BM25_K1,
     PairEncoder,
+    default_max_windows,
     load_tokenizer,
     rank_windows,
     window_starts,
@@ -113,6 +114,16 @@ def test_select_reads_the_bm25_best_windows(tokenizer):
         1,
     ]
     assert all(len(f) == 24 for f in two)  # token counts: m full windows, nothing else
+
+
+def test_select_reads_a_tenth_of_a_long_documents_windows_by_default(tokenizer):
+    assert [default_max_windows(n) for n in (1, 30, 31, 100)] == [3, 3, 4, 10]
+    encoder = PairEncoder(tokenizer, max_length=24, long_documents="select", overlap=0)
+    budget = 24 - 3 - 1  # query "zebra" is one token
+    for windows, kept in ((45, 5), (12, 3)):
+        document = " ".join(["pad"] * budget * windows)
+        assert len(encoder.encode("zebra", [document])) == kept
+        assert len(encoder.encode("zebra", [document], max_windows=2)) == 2
 
 
 def bm25_reference(query_ids, windows):

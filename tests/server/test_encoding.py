@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from crossrank import Reranker
+from crossrank.engine.tokenization import PairEncoder, default_max_windows
 from crossrank.server.encoding import EncodeOptions, encode_pairs, encode_request
 
 from .conftest import texts
@@ -24,6 +25,14 @@ def test_no_options_give_exactly_the_engines_features(tiny_checkpoint, mode, que
         assert encoded.truncated == [len(DOCUMENTS) - 2, len(DOCUMENTS) - 1]
     elif mode == "chunk":
         assert encoded.truncated == []  # windows cover every token
+
+
+def test_select_mode_keeps_the_engines_share_of_a_long_documents_windows(reranker):
+    encoder = PairEncoder(reranker.encoder.tokenizer, max_length=24, long_documents="select")
+    document = "pad " * 20 * 60 + "volcano"  # 80 overlapping windows: 8 are read
+    encoded = encode_request(encoder, "volcano", [document])
+    assert encoded.features == encoder.encode("volcano", [document])
+    assert len(encoded.features) == default_max_windows(80) == 8 and encoded.truncated == [0]
 
 
 def test_options_override_the_mode_and_cap_tokens_and_windows(reranker):

@@ -94,18 +94,21 @@ def format_suite(results: list[SetResult]) -> str:
     names = [r.name for r in results]
     long_sets = [r for r in results if r.long]
     first = results[0]
+    width = max(30, *(len(s.label) + 2 for s in first.systems))  # the row labels' column
     lines = [
         f"first stage {first.first_stage}, reranking top-{first.top_k}; queries: "
         + ", ".join(f"{r.name} {r.split} {r.queries}" for r in results),
         "",
-        f"{'nDCG@10':<30}" + "".join(f"{n:>10}" for n in names) + f"{'avg long':>10}{'avg':>10}",
+        f"{'nDCG@10':<{width}}"
+        + "".join(f"{n:>10}" for n in names)
+        + f"{'avg long':>10}{'avg':>10}",
     ]
     for i, system in enumerate(first.systems):
         values = [r.systems[i].ndcg10 for r in results]
         long_values = [r.systems[i].ndcg10 for r in long_sets]
         average_long = f"{sum(long_values) / len(long_values):>10.4f}" if long_values else ""
         lines.append(
-            f"{system.label:<30}"
+            f"{system.label:<{width}}"
             + "".join(f"{v:>10.4f}" for v in values)
             + f"{average_long or '-':>10}{sum(values) / len(values):>10.4f}"
         )
@@ -114,12 +117,12 @@ def format_suite(results: list[SetResult]) -> str:
         ("rerank seconds (CPU)", "cpu_seconds", "{:>10.1f}"),
         ("cross-encoder tokens read", "tokens", "{:>10,}"),
     ):
-        lines += ["", f"{title:<30}" + "".join(f"{n:>10}" for n in names)]
+        lines += ["", f"{title:<{width}}" + "".join(f"{n:>10}" for n in names)]
         for i, system in enumerate(first.systems):
             values = [getattr(r.systems[i], key) for r in results]
             if values[0] is None:
                 continue
-            lines.append(f"{system.label:<30}" + "".join(fmt.format(v) for v in values))
+            lines.append(f"{system.label:<{width}}" + "".join(fmt.format(v) for v in values))
     return "\n".join(lines)
 
 

@@ -13,9 +13,12 @@ from typing import Protocol
 import numpy as np
 from tqdm.auto import tqdm
 
-from crossrank.engine.tokenization import LongDocuments
+from crossrank.engine.tokenization import MIN_SELECTED_WINDOWS, SELECTED_SHARE, LongDocuments
 from crossrank.evaluation.beir import DatasetError, Run
 from crossrank.retrieval.embeddings import Embedder
+
+# how select mode's default m (``default_max_windows``) is written in tables and plots
+DEFAULT_WINDOWS_LABEL = f"{SELECTED_SHARE:.0%}, min {MIN_SELECTED_WINDOWS}"
 
 
 class Scorer(Protocol):
@@ -38,7 +41,7 @@ class CrossEncoder:
     ):
         self.reranker = reranker
         self.long_documents = long_documents or reranker.encoder.long_documents
-        self.max_windows = None
+        self.max_windows = None  # in select mode, None: a share of each document's windows
         if self.long_documents == "select":
             self.max_windows = max_windows or reranker.encoder.max_windows
         self.tokens = 0
@@ -46,7 +49,7 @@ class CrossEncoder:
     @property
     def label(self) -> str:
         if self.long_documents == "select":
-            return f"select (m={self.max_windows})"
+            return f"select (m={self.max_windows or DEFAULT_WINDOWS_LABEL})"
         return self.long_documents
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
