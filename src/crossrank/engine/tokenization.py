@@ -230,6 +230,11 @@ class PairEncoder:
                 self._cache.popitem(last=False)
         return [cached[d] for d in documents]
 
+    def windows_kept(self, windows: int, max_windows: int | None = None) -> int:
+        """How many of a document's ``windows`` select mode reads: ``max_windows``, else
+        the encoder's, else ``default_max_windows``."""
+        return max_windows or self.max_windows or default_max_windows(windows)
+
     def window_overlap(self, budget: int) -> int:
         return budget // 4 if self.overlap is None else min(self.overlap, budget - 1)
 
@@ -247,7 +252,7 @@ class PairEncoder:
         mode = check_long_documents(long_documents or self.long_documents)
         if max_windows is not None and mode != "select":
             raise ValueError(f"max_windows applies to long_documents='select', not {mode!r}")
-        keep = check_max_windows(max_windows) or self.max_windows
+        keep = check_max_windows(max_windows)
         query_encoding = self.encode_query(query)
         template = self.template(query_encoding)
         budget = self.max_length - self.num_special - len(query_encoding)
@@ -267,13 +272,12 @@ class PairEncoder:
     ) -> list[int]:
         """Start offsets of the windows of one document that the model reads, in order.
 
-        ``keep``: windows kept in select mode (None: ``default_max_windows``)."""
+        ``keep``: windows kept in select mode (None: ``windows_kept``'s default)."""
         if mode == "truncate" or len(ids) <= budget:
             return [0]
         overlap = self.window_overlap(budget)
         starts = list(window_starts(len(ids), budget, overlap))
-        keep = keep or default_max_windows(len(starts))
-        if mode == "select" and len(starts) > keep:
+        if mode == "select" and len(starts) > (keep := self.windows_kept(len(starts), keep)):
             best = rank_windows(query_ids, ids, budget, overlap)[:keep]
             starts = [starts[i] for i in sorted(best)]
         return starts

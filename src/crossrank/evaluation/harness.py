@@ -13,13 +13,7 @@ from crossrank.engine.tokenization import LongDocuments
 from crossrank.evaluation.beir import Dataset, load_dataset
 from crossrank.evaluation.first_stage import first_stage_run
 from crossrank.evaluation.metrics import Convention, convention_for, evaluate, mixed_queries
-from crossrank.evaluation.rerank import (
-    DEFAULT_WINDOWS_LABEL,
-    BiEncoder,
-    CrossEncoder,
-    Scorer,
-    rerank_run,
-)
+from crossrank.evaluation.rerank import BiEncoder, CrossEncoder, Scorer, rerank_run
 from crossrank.retrieval.embeddings import Embedder
 from crossrank.retrieval.fusion import Run
 
@@ -185,5 +179,5 @@ def describe_scorer(scorer: Scorer) -> str:
         return f"bi-encoder {scorer.embedder.path}"
     settings = f"max_length={scorer.reranker.max_length}"
     if scorer.long_documents == "select":
-        settings += f", max_windows={scorer.max_windows or DEFAULT_WINDOWS_LABEL}"
+        settings += f", max_windows={scorer.windows}"
     return f"cross-encoder {scorer.reranker.path} ({settings})"

@@ -49,8 +49,13 @@ class CrossEncoder:
     @property
     def label(self) -> str:
         if self.long_documents == "select":
-            return f"select (m={self.max_windows or DEFAULT_WINDOWS_LABEL})"
+            return f"select (m={self.windows})"
         return self.long_documents
+
+    @property
+    def windows(self) -> str:
+        """Select mode's m as tables and plots write it."""
+        return str(self.max_windows or DEFAULT_WINDOWS_LABEL)
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
         features = self.reranker.pair_features(pairs, self.long_documents, self.max_windows)

@@ -20,13 +20,7 @@ from typing import Literal
 import numpy as np
 from tokenizers import Encoding
 
-from crossrank.engine.tokenization import (
-    LongDocuments,
-    PairEncoder,
-    PairFeatures,
-    default_max_windows,
-    rank_windows,
-)
+from crossrank.engine.tokenization import LongDocuments, PairEncoder, PairFeatures, rank_windows
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +104,7 @@ def encode_group(
         windows = windows_of(document, budget, mode, encoder.overlap, options.truncation_direction)
         keep = options.max_chunks_per_doc
         if keep is None and mode == "select":
-            keep = encoder.max_windows or default_max_windows(len(windows))
+            keep = encoder.windows_kept(len(windows))
         if keep is not None and len(windows) > keep:
             # select-then-score: only the windows BM25 ranks best for the query, in order
             ranked = rank_windows(query_encoding.ids, ids, budget, encoder.window_overlap(budget))
