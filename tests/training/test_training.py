@@ -17,6 +17,8 @@ from crossrank.engine.batching import collate
 from crossrank.models import load_model
 from crossrank.training.data import load_beir, make_groups, read_run_scores, sample_list
 from crossrank.training.losses import distillation_kl, listwise_softmax_ce, pointwise_bce
+from crossrank.training.soup import average_checkpoints
+from crossrank.training.soup import main as soup_main
 from crossrank.training.train import TrainConfig, train
 
 # ---------------------------------------------------------------- fixtures
@@ -231,6 +233,25 @@ def test_borrowed_queries_ask_training_questions_of_another_sets_passages(toy_da
 # ---------------------------------------------------------------- training
 
 
+def test_select_trains_a_long_document_on_its_best_window(tiny_base, toy_data, tmp_path):
+    from crossrank.engine.tokenization import load_tokenizer
+    from crossrank.training.train import training_encoder
+
+    tokenizer = load_tokenizer(tiny_base)
+    long_document = " ".join(["the weather was mild and the river was calm"] * 12 + ["volcano"])
+    volcano = tokenizer.encode("volcano", add_special_tokens=False).ids[0]
+    read = {}
+    for mode in ("truncate", "select"):
+        cfg = config(tiny_base, toy_data, tmp_path, long_documents=mode)
+        (features,) = training_encoder(cfg, tokenizer).encode("what about volcano", [long_document])
+        read[mode] = list(features.input_ids)
+    assert read["truncate"].count(volcano) == 1  # only the query's
+    assert read["select"].count(volcano) == 2  # the query's and the window's
+    assert len(read["truncate"]) == 32 and len(read["select"]) <= 32  # one window each
+    with pytest.raises(ValueError, match="truncate or select"):
+        config(tiny_base, toy_data, tmp_path, long_documents="chunk")
+
+
 def test_a_few_steps_reduce_the_loss(tiny_base, toy_data, tmp_path):
     cfg = config(tiny_base, toy_data, tmp_path / "run", steps=40, lr=3e-3, save_every=100)
     train(cfg)
@@ -288,6 +309,30 @@ def test_cli_trains_with_a_holdout_dev_split_and_saves_a_loadable_folder(
     assert torch.allclose(got, expected, atol=1e-4)
     raw = ours.score("what about apple", ["an apple a day", "a river runs"], raw=True)
     assert torch.allclose(torch.tensor(raw, dtype=torch.float32), expected, atol=1e-4)
+
+
+# ---------------------------------------------------------------- weight averaging
+
+
+def test_soup_is_the_mean_of_its_ingredients_and_is_scored_on_dev(toy_data, tmp_path):
+    a = make_checkpoint(tmp_path / "a", seed=0)
+    b = make_checkpoint(tmp_path / "b", seed=1)
+    soup_main([str(a), str(b), "--out", str(tmp_path / "soup"), "--dev", f"{toy_data}:train"])
+    mean, wa, wb = weights(tmp_path / "soup"), weights(a), weights(b)
+    assert mean.keys() == wa.keys()
+    for key in wa:
+        torch.testing.assert_close(mean[key], (wa[key] + wb[key]) / 2)
+    report = json.loads((tmp_path / "soup" / "soup.json").read_text())
+    assert list(report) == [str(a), str(b), str(tmp_path / "soup")]
+    assert all(0 <= r["mean_ndcg@10"] <= 1 for r in report.values())
+    Reranker(tmp_path / "soup").rerank("what about apple", ["apple pie", "a river"])
+
+
+def test_soup_refuses_checkpoints_of_different_shapes(tmp_path):
+    a = make_checkpoint(tmp_path / "a")
+    b = make_checkpoint(tmp_path / "b", intermediate_size=48)
+    with pytest.raises(ValueError, match="does not have the weights"):
+        average_checkpoints([a, b], tmp_path / "soup")
 
 
 # ---------------------------------------------------------------- the shipped model

@@ -20,7 +20,7 @@ import numpy as np
 from crossrank.reranker import Reranker, sigmoid
 from crossrank.server.admission import TokenBudget
 from crossrank.server.batcher import Batcher, BatchStats, Job, ShuttingDown, glibc_malloc_trim
-from crossrank.server.encoding import EncodeOptions, encode_pairs, encode_request
+from crossrank.server.encoding import Encoded, EncodeOptions, encode_pairs, encode_request
 from crossrank.server.metrics import ModelMetrics
 from crossrank.server.watchdog import Watchdog
 
@@ -255,9 +255,9 @@ class Service:
     async def _rerank(
         self, call: RerankCall, disconnected: Callable[[], Awaitable[None]]
     ) -> Ranked:
-        encoder = self.reranker.encoder
         # Tokenizing a thousand documents takes long enough to stall every other client,
         # so it runs in a worker thread (the tokenizer releases the GIL).
+        encoder = self.reranker.encoder
         if call.queries is None:
             encoded = await asyncio.to_thread(
                 encode_request, encoder, call.query, call.documents, call.options
@@ -266,6 +266,20 @@ class Service:
             encoded = await asyncio.to_thread(
                 encode_pairs, encoder, call.queries, call.documents, call.options
             )
+        self._refuse_beyond_limits(call, encoded)
+        logits = await self._infer(encoded, disconnected)
+        pooled = Reranker.pool(logits, encoded.features, len(call.documents))
+        raw = [float(x) for x in pooled]
+        scores = [sigmoid(x) for x in raw]
+        # Reranker.rerank's order: by score, ties in input order; top_n past the end is all.
+        order = sorted(range(len(scores)), key=lambda i: -scores[i])[: call.top_n]
+        warnings = self._truncation_warnings(encoded)
+        return Ranked(order, scores, raw, encoded.tokens, len(encoded.features), warnings)
+
+    def _refuse_beyond_limits(self, call: RerankCall, encoded: Encoded) -> None:
+        """413 for a request over the token limit or one that may not be truncated; 429/503
+        when the token budget of the requests in flight cannot take it now."""
+        encoder = self.reranker.encoder
         if encoded.tokens > self.settings.max_request_tokens:
             raise ApiError(
                 413,
@@ -306,6 +320,11 @@ class Service:
                 limit=refusal.limit,
                 headers=None if retry is None else {"Retry-After": str(retry)},
             )
+
+    async def _infer(
+        self, encoded: Encoded, disconnected: Callable[[], Awaitable[None]]
+    ) -> np.ndarray:
+        """The request's logits from the shared batcher, its tokens held in the budget."""
         self.budget.admit(encoded.tokens)
         try:
             try:
@@ -317,14 +336,12 @@ class Service:
                     "the server is shutting down",
                     headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
                 ) from None
-            logits = await self._wait(job, disconnected)
+            return await self._wait(job, disconnected)
         finally:
             self.budget.release(encoded.tokens)
-        pooled = Reranker.pool(logits, encoded.features, len(call.documents))
-        raw = [float(x) for x in pooled]
-        scores = [sigmoid(x) for x in raw]
-        # Reranker.rerank's order: by score, ties in input order; top_n past the end is all.
-        order = sorted(range(len(scores)), key=lambda i: -scores[i])[: call.top_n]
+
+    def _truncation_warnings(self, encoded: Encoded) -> list[str]:
+        encoder = self.reranker.encoder
         warnings = []
         if encoded.query_capped:
             warnings.append(
@@ -337,7 +354,7 @@ class Service:
             warnings.append(
                 f"{len(encoded.truncated)} documents were not read in full (indices {shown}{more})"
             )
-        return Ranked(order, scores, raw, encoded.tokens, len(encoded.features), warnings)
+        return warnings
 
     async def _wait(self, job: Job, disconnected: Callable[[], Awaitable[None]]) -> np.ndarray:
         """The job's logits; if the client goes away first, its queued inputs are dropped."""

@@ -87,6 +87,9 @@ class TrainConfig:
     weight_decay: float = 0.01
     max_length: int = 128
     query_max_length: int = 32
+    # a document longer than the input: its first window ("truncate"), or the window that
+    # select mode would read first at inference, the BM25-best for the query ("select")
+    long_documents: str = "truncate"
     dev_max_length: int = 256
     depth: int = 100  # candidates per query (run or BM25)
     seed: int = 0
@@ -110,6 +113,10 @@ class TrainConfig:
             )
         if self.warmup_steps is not None and not 0 <= self.warmup_steps <= self.steps:
             raise ValueError(f"--warmup-steps must be in [0, --steps={self.steps}]")
+        if self.long_documents not in ("truncate", "select"):
+            raise ValueError(
+                f"--long-documents must be truncate or select, not {self.long_documents!r}"
+            )
 
 
 # ---------------------------------------------------------------- model
@@ -141,6 +148,13 @@ def init_model(base: str | Path) -> Bert:
     if missing:
         log.info("new head weights: %s", ", ".join(missing))
     return model
+
+
+def training_encoder(cfg: TrainConfig, tokenizer) -> PairEncoder:
+    """One input per candidate: the start of a long document, or its BM25-best window."""
+    if cfg.long_documents == "select":
+        return PairEncoder(tokenizer, cfg.max_length, cfg.query_max_length, "select", max_windows=1)
+    return PairEncoder(tokenizer, cfg.max_length, cfg.query_max_length, "truncate")
 
 
 def save_checkpoint_folder(model: Bert, base: Path, path: Path, dtype: str = "float32") -> None:
@@ -356,7 +370,7 @@ def _train(cfg: TrainConfig) -> Path:
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     sources, dev_sets = load_sources(cfg)
     tokenizer = load_tokenizer(base)
-    encoder = PairEncoder(tokenizer, cfg.max_length, cfg.query_max_length, "truncate")
+    encoder = training_encoder(cfg, tokenizer)
 
     torch.manual_seed(cfg.seed)
     model = init_model(ckpt if cfg.resume and ckpt.exists() else base).to(cfg.device)
@@ -570,6 +584,13 @@ def add_parser(subparsers) -> None:
         parser.add_argument(
             "--" + name.replace("_", "-"), type=kind, default=getattr(defaults, name), help=text
         )
+    parser.add_argument(
+        "--long-documents",
+        choices=["truncate", "select"],
+        default=defaults.long_documents,
+        help="a document longer than --max-length trains on its first window (truncate) or "
+        "on its BM25-best window for the query, the one select mode reads first (select)",
+    )
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
     parser.add_argument("--device", default=defaults.device, help="cpu, or cuda to train on a GPU")
     parser.add_argument(
