@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from crossrank.engine.tokenization import load_tokenizer
 from crossrank.training.calibrate import CALIBRATION_KEY
-from crossrank.training.data import load_beir, parse_depth_spec
+from crossrank.training.data import BeirSet, load_beir, parse_depth_spec
 from crossrank.training.train import TOKENIZER_FILES, evaluate, init_model
 
 log = logging.getLogger(__name__)
@@ -54,9 +54,8 @@ def average_checkpoints(folders: list[Path], out: Path) -> Path:
     return out
 
 
-def dev_scores(folder: Path, dev_specs: list[str], max_length: int) -> dict[str, dict]:
+def dev_scores(folder: Path, dev_sets: list[BeirSet], max_length: int) -> dict[str, dict]:
     """The dev metrics ``crossrank train`` selects on, for one checkpoint folder."""
-    dev_sets = [load_beir(*parse_depth_spec(spec, "dev")) for spec in dev_specs]
     return evaluate(init_model(folder), load_tokenizer(folder), dev_sets, max_length)
 
 
@@ -79,9 +78,10 @@ def main(argv: list[str] | None = None) -> None:
     specs = [s for s in args.dev.split(",") if s]
     if not specs:
         return
+    dev_sets = [load_beir(*parse_depth_spec(spec, "dev")) for spec in specs]  # read once
     report = {}
     for folder in [*args.runs, args.out]:
-        scores = dev_scores(folder, specs, args.dev_max_length)
+        scores = dev_scores(folder, dev_sets, args.dev_max_length)
         mean = sum(s["ndcg@10"] for s in scores.values()) / len(scores)
         report[str(folder)] = {"dev": scores, "mean_ndcg@10": mean}
         log.info("%s: mean nDCG@10 %.4f %s", folder, mean, scores)

@@ -152,9 +152,10 @@ def init_model(base: str | Path) -> Bert:
 
 def training_encoder(cfg: TrainConfig, tokenizer) -> PairEncoder:
     """One input per candidate: the start of a long document, or its BM25-best window."""
-    if cfg.long_documents == "select":
-        return PairEncoder(tokenizer, cfg.max_length, cfg.query_max_length, "select", max_windows=1)
-    return PairEncoder(tokenizer, cfg.max_length, cfg.query_max_length, "truncate")
+    keep = 1 if cfg.long_documents == "select" else None
+    return PairEncoder(
+        tokenizer, cfg.max_length, cfg.query_max_length, cfg.long_documents, max_windows=keep
+    )
 
 
 def save_checkpoint_folder(model: Bert, base: Path, path: Path, dtype: str = "float32") -> None:
