@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The benchmark workloads on a CUDA GPU, in one short run (about 3 minutes on an H100/H200):
 # workloads A and B with the DL19 nDCG check (benchmarks/rerank_speed.py), then the
-# long-context sweep (benchmarks/long_context.py), both on the GPU.
+# long-context sweep (benchmarks/long_context.py) and the native long-document path with a
+# 512-token query (benchmarks/native_long_documents.py), all on the GPU.
 #
 # Usage, from the repository root: bash benchmarks/gpu.sh [OUT_DIR]
 #   PYTHON       interpreter (default: .venv/bin/python if present, else python3); it needs
@@ -28,3 +29,6 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee 
 "$PYTHON" benchmarks/long_context.py --device "$device" --lengths ${LENGTHS:-1024 2048 4096 8192} \
   --json "$out/long_context.json" --plot "$out/long_context.png" 2>&1 \
   | tee "$out/long_context.log"
+# the native long-document path: a 512-token query and 256 ... 8192 document tokens
+"$PYTHON" benchmarks/native_long_documents.py --device "$device" \
+  --json "$out/native_long_documents.json" 2>&1 | tee "$out/native_long_documents.log"

@@ -6,6 +6,8 @@ Each length runs in a fresh process, so its peak RSS is its own.
 Besides wall time it records the process's CPU time (user + system): on a machine whose
 cores are shared with other jobs, wall time grows with the load and CPU time does not,
 so with one thread CPU time is the honest stand-in for the latency on a quiet core.
+On a GPU (`--device cuda`, bf16 autocast after one warm-up call, as long_context.py)
+the peak is the GPU memory allocated, and wall time is the measure.
 
     python benchmarks/native_long_documents.py --threads 1 --json out.json
 """
@@ -26,30 +28,38 @@ from long_context import BASE_SHAPE, QUERY_TOKENS
 QUOTED_MS = {256: 156, 4096: 7068}
 
 
-def measure(document_tokens: int, threads: int, queue) -> None:
+def measure(document_tokens: int, threads: int, device: str, queue) -> None:
     """``long_context.measure`` for crossrank's attention, with the CPU time of the call."""
     torch.set_num_threads(threads)
     from crossrank.models.jinabert import JinaBert, JinaBertConfig
 
     torch.manual_seed(0)
-    model = JinaBert(JinaBertConfig(**BASE_SHAPE)).eval()
+    model = JinaBert(JinaBertConfig(**BASE_SHAPE)).eval().to(device)
     length = QUERY_TOKENS + document_tokens
-    ids = torch.randint(1000, 30000, (1, length))
+    ids = torch.randint(1000, 30000, (1, length), device=device)
     types = torch.zeros_like(ids)
     types[:, QUERY_TOKENS:] = 1
-    with torch.inference_mode():
+    cuda = device == "cuda"
+    with torch.inference_mode(), torch.autocast(device, torch.bfloat16, enabled=cuda):
+        if cuda:  # a warm-up call: kernel selection and allocator growth
+            model(ids, torch.ones_like(ids), types)
+            torch.cuda.synchronize()
         start, cpu = time.perf_counter(), time.process_time()
         model(ids, torch.ones_like(ids), types)
+        if cuda:
+            torch.cuda.synchronize()
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if cuda:
+        peak = torch.cuda.max_memory_allocated() / 2**20
     queue.put({"document_tokens": document_tokens, "total_tokens": length,
                "seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": peak})  # fmt: skip
 
 
-def run(document_tokens: int, threads: int) -> dict:
+def run(document_tokens: int, threads: int, device: str) -> dict:
     context = mp.get_context("spawn")  # a fresh process: its peak RSS is this length's
     queue = context.Queue()
-    process = context.Process(target=measure, args=(document_tokens, threads, queue))
+    process = context.Process(target=measure, args=(document_tokens, threads, device, queue))
     process.start()
     result = queue.get()
     process.join()
@@ -64,13 +74,15 @@ def main() -> None:
         "--document-tokens", type=int, nargs="+", default=[256, 512, 1024, 2048, 4096, 8192]
     )
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda (GPU memory as the peak)")
     parser.add_argument("--json")
     args = parser.parse_args()
     rows = []
-    print(f"{'doc tokens':>10} {'total':>6} {'wall s':>8} {'CPU s':>8} {'peak RSS MB':>12} "
+    peak = "peak GPU MB" if args.device == "cuda" else "peak RSS MB"
+    print(f"{'doc tokens':>10} {'total':>6} {'wall s':>8} {'CPU s':>8} {peak:>12} "
           f"{'quoted ms':>10}", flush=True)  # fmt: skip
     for tokens in args.document_tokens:
-        row = run(tokens, args.threads)
+        row = run(tokens, args.threads, args.device)
         rows.append(row)
         print(
             f"{tokens:>10} {row['total_tokens']:>6} {row['seconds']:>8.2f} "

@@ -17,10 +17,11 @@
 # so that the session samples training lists the earlier ones did not), SEEDS (several seeds,
 # e.g. "4 5": one run per seed, in parallel, each pinned to its own core on a CPU; their
 # mean weights, a model soup, are scored on dev beside them and the best of all is shipped),
-# LR (peak learning rate, default 3e-5), TEACHER (folder of <set>.<split>.trec[.gz] teacher
+# LR (peak learning rate, default 1e-5), TEACHER (folder of <set>.<split>.trec[.gz] teacher
 # scores, default the committed cache teacher-cache/all-mpnet-base-v2; lists of the sets it
 # covers are also distilled, and TREC DL22's unlabelled queries teach only through it;
-# TEACHER= turns it off).
+# TEACHER= turns it off; NQ's questions borrowed over DL22's passages and ectsum's earnings
+# calls, trained on their BM25-best windows, join the mix from stage 8 on).
 set -euo pipefail
 START=$(date +%s)
 DATA=${1:-../shared/data}
@@ -35,6 +36,10 @@ TEACHER_OPTIONS=()
 mkdir -p "$WORK"
 
 DEV="$DATA/msmarco-dev600:dev@20,$DATA/trec-dl21:train@50"
+# NQ's training questions asked of TREC DL22's passages (MS MARCO-style text; the committed
+# teacher cache scores these lists): deterministic, a few seconds
+$PY -m crossrank.training.borrow --queries "$DATA/nq-train" --passages "$DATA/trec-dl22@100" \
+    --depth 30 --out "$WORK/nq-over-dl22"
 SEEDS=${SEEDS:-${SEED:-1}}
 
 # 1. Continue training: labelled lists of the training sets (given candidate lists, or BM25
@@ -50,10 +55,10 @@ train_one() {  # SEED CORE
         options=(--threads 1)
     fi
     OMP_NUM_THREADS=1 $run train --init "$BASE" \
-        --data "$DATA/squad@2,$DATA/nq-train@2.5,$DATA/medquad@1,$DATA/selqa@0.5,$DATA/scitldr@0.5,$DATA/pubmedqa@0.5,$DATA/wikiqa@0.5,$DATA/trecqa@0.25,$DATA/scifact@0.5,$DATA/trec-dl22@1" \
-        "${TEACHER_OPTIONS[@]}" --dev "$DEV" --eval-at-start \
+        --data "$DATA/squad@2,$DATA/nq-train@2.5,$DATA/medquad@1,$DATA/selqa@0.5,$DATA/scitldr@0.5,$DATA/pubmedqa@0.5,$DATA/wikiqa@0.5,$DATA/trecqa@0.25,$DATA/scifact@0.5,$DATA/trec-dl22@1,$WORK/nq-over-dl22@1,$DATA/ectsum@1" \
+        --long-documents select "${TEACHER_OPTIONS[@]}" --dev "$DEV" --eval-at-start \
         --loss listwise --list-size 8 --groups-per-step 8 --micro-groups 4 \
-        --lr "${LR:-3e-5}" --warmup-steps 40 --steps "${STEPS:-850}" \
+        --lr "${LR:-1e-5}" --warmup-steps 40 --steps "${STEPS:-850}" \
         --max-length 160 --query-max-length 32 --dev-max-length 160 \
         --eval-every 200 --save-every 25 --max-minutes "${MAX_MINUTES:-120}" \
         --seed "$1" --save-dtype float16 "${options[@]}" --out "$WORK/run-$1"
