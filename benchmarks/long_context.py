@@ -56,6 +56,26 @@ def eager_full_bias_attention(q, k, v, bias, slopes=None, dropout_p=0.0):
     return scores.softmax(-1) @ v
 
 
+def timed_call(call, device: str) -> tuple:
+    """``call()``'s result, wall seconds and CPU seconds, after a warm-up call on a GPU
+    (kernel selection and allocator growth), synchronised so the GPU's work is counted."""
+    if device == "cuda":
+        call()
+        torch.cuda.synchronize()
+    start, cpu = time.perf_counter(), time.process_time()
+    result = call()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return result, time.perf_counter() - start, time.process_time() - cpu
+
+
+def peak_memory_mb(device: str) -> float:
+    """The process's peak RSS on CPU; the peak GPU memory allocated on a GPU."""
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def measure(impl: str, length: int, threads: int, device: str, queue) -> None:
     torch.set_num_threads(threads)
     from crossrank.models import attention
@@ -70,20 +90,17 @@ def measure(impl: str, length: int, threads: int, device: str, queue) -> None:
     types = torch.zeros_like(ids)
     types[:, QUERY_TOKENS:] = 1
     mask = torch.ones_like(ids)
-    with torch.inference_mode(), torch.autocast(device, torch.bfloat16, enabled=device == "cuda"):
-        if device == "cuda":  # a warm-up call: kernel selection and allocator growth
-            model(ids, mask, types)
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        hidden = model.encode(ids, mask, types, first_only=True)  # what model(...) runs
+
+    def forward() -> torch.Tensor:  # what model(...) runs, keeping the [CLS] hidden state
+        hidden = model.encode(ids, mask, types, first_only=True)
         model.classify(hidden)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
-    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return hidden
+
+    with torch.inference_mode(), torch.autocast(device, torch.bfloat16, enabled=device == "cuda"):
+        hidden, seconds, _ = timed_call(forward, device)
+    peak_rss = peak_memory_mb(device)
     if device == "cuda":
         loaded_rss = 0.0
-        peak_rss = torch.cuda.max_memory_allocated() / 2**20
     queue.put(
         {
             "impl": impl,

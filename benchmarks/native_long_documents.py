@@ -17,19 +17,17 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import resource
-import time
 
 import torch
 
-from long_context import BASE_SHAPE, QUERY_TOKENS
+from long_context import BASE_SHAPE, QUERY_TOKENS, peak_memory_mb, timed_call
 
 # What users quote for the original (jina-reranker-v1-base-en), query of 512 tokens.
 QUOTED_MS = {256: 156, 4096: 7068}
 
 
 def measure(document_tokens: int, threads: int, device: str, queue) -> None:
-    """``long_context.measure`` for crossrank's attention, with the CPU time of the call."""
+    """One forward pass of crossrank's JinaBERT over a (query, document) pair."""
     torch.set_num_threads(threads)
     from crossrank.models.jinabert import JinaBert, JinaBertConfig
 
@@ -39,21 +37,12 @@ def measure(document_tokens: int, threads: int, device: str, queue) -> None:
     ids = torch.randint(1000, 30000, (1, length), device=device)
     types = torch.zeros_like(ids)
     types[:, QUERY_TOKENS:] = 1
-    cuda = device == "cuda"
-    with torch.inference_mode(), torch.autocast(device, torch.bfloat16, enabled=cuda):
-        if cuda:  # a warm-up call: kernel selection and allocator growth
-            model(ids, torch.ones_like(ids), types)
-            torch.cuda.synchronize()
-        start, cpu = time.perf_counter(), time.process_time()
-        model(ids, torch.ones_like(ids), types)
-        if cuda:
-            torch.cuda.synchronize()
-        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    if cuda:
-        peak = torch.cuda.max_memory_allocated() / 2**20
+    mask = torch.ones_like(ids)
+    with torch.inference_mode(), torch.autocast(device, torch.bfloat16, enabled=device == "cuda"):
+        _, seconds, cpu = timed_call(lambda: model(ids, mask, types), device)
     queue.put({"document_tokens": document_tokens, "total_tokens": length,
-               "seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": peak})  # fmt: skip
+               "seconds": seconds, "cpu_seconds": cpu,
+               "peak_rss_mb": peak_memory_mb(device)})  # fmt: skip
 
 
 def run(document_tokens: int, threads: int, device: str) -> dict:
