@@ -3,7 +3,9 @@
 All systems score the same checkpoint in the same process with the same thread count,
 interleaved query by query so that machine noise hits them alike:
 
-- sentence-transformers ``CrossEncoder.predict`` (batches of 32 in input order, fp32);
+- sentence-transformers ``CrossEncoder.predict`` (batches of 32 in input order, fp32), and
+  on CPU its ONNX Runtime and OpenVINO back ends where they install
+  (``sentence-transformers[onnx,openvino]``);
 - ``transformers`` AutoModelForSequenceClassification, batches of 32, fp32;
 - crossrank fp32 (length-sorted token-budget batches), and its reduced-precision paths:
   on CPU bf16 weights (fast where the CPU has bf16 dot products: AVX512-BF16 or AMX)
@@ -61,6 +63,33 @@ def sentence_transformers_scorer(path, device: str) -> Scorer:
         )
 
     return score
+
+
+def sentence_transformers_backend_scorers(path, device: str) -> dict[str, Scorer]:
+    """sentence-transformers' own faster back ends (what a user would try instead), where
+    they install: ONNX Runtime and OpenVINO, each exported from the checkpoint at load."""
+    from sentence_transformers import CrossEncoder
+
+    identity = torch.nn.Identity()
+    scorers = {}
+    for backend, extra in (("onnx", "onnx"), ("openvino", "openvino")):
+        try:
+            model = CrossEncoder(str(path), device=device, backend=backend)
+        except Exception as error:  # the extra is not installed, or the export failed
+            print(
+                f"sentence-transformers {backend}: skipped ({type(error).__name__}: {error}; "
+                f"pip install 'sentence-transformers[{extra}]')"
+            )
+            continue
+
+        def score(query, documents, model=model):
+            pairs = [(query, d) for d in documents]
+            return model.predict(
+                pairs, batch_size=BATCH, activation_fn=identity, show_progress_bar=False
+            )
+
+        scorers[f"sentence-transformers {backend}"] = score
+    return scorers
 
 
 def transformers_scorer(path, device: str) -> Scorer:
@@ -296,6 +325,7 @@ def main() -> None:
     device = args.device
     systems = {
         "sentence-transformers CrossEncoder": sentence_transformers_scorer(path, device),
+        **(sentence_transformers_backend_scorers(path, device) if device == "cpu" else {}),
         "transformers (batch 32)": transformers_scorer(path, device),
         "crossrank fp32": crossrank_scorer(path, device, "float32"),
     }

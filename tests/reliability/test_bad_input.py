@@ -155,10 +155,28 @@ def test_top_n_past_the_documents_returns_them_all(server, path):
 
 
 @pytest.mark.parametrize(("path", "field"), ROUTES)
-def test_an_unknown_model_name_is_a_404_naming_the_served_model(server, path, field):
+def test_a_lone_model_answers_any_model_name_and_says_so(server, path, field):
+    body = {"query": QUERY, field: ["a", "b"], "model": "no-such-model/v9", "stream": False}
+    response = call(server, path, body)
+    assert response.status_code == 200, response.text
+    assert response.headers["x-crossrank-ignored-fields"] == "model, stream"
+    reply = response.json()
+    if field == "documents" and path != "/v2/rerank":  # TEI's and Cohere v2's have no model
+        assert reply["model"] == "tiny"
+    if "meta" in reply:
+        assert any("'no-such-model/v9' is not served here" in w for w in reply["meta"]["warnings"])
+
+
+@pytest.mark.parametrize(("path", "field"), ROUTES)
+def test_strict_model_names_make_an_unknown_name_a_404(reranker, path, field):
     body = {"query": QUERY, field: ["a"], "model": "no-such-model/v9"}
-    error = refused(call(server, path, body), 404, "model_not_found")
-    assert error["field"] == "model" and "'tiny'" in error["error"]
+    with running(
+        reranker, strict_model_names=True, model_aliases=(("rerank-v3.5", "tiny"),)
+    ) as url:
+        error = refused(call(url, path, body), 404, "model_not_found")
+        assert error["field"] == "model" and "'tiny', 'rerank-v3.5'" in error["error"]
+        alias = call(url, path, {**body, "model": "rerank-v3.5"})
+        assert alias.status_code == 200 and "x-crossrank-ignored-fields" not in alias.headers
 
 
 @pytest.mark.parametrize(("path", "field"), ROUTES)

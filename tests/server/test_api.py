@@ -180,12 +180,21 @@ def test_whole_number_floats_count_as_integers_as_in_json_schema(server, reranke
 
 
 def test_the_schema_states_this_servers_limits(reranker):
-    with running(reranker, max_documents=7) as url:
+    strict = {"strict_model_names": True, "model_aliases": (("rerank-v3.5", "tiny"),)}
+    with running(reranker, max_documents=7, **strict) as url:
         schemas = httpx.get(f"{url}/openapi.json").json()["components"]["schemas"]
+    with running(reranker) as url:  # a lone model answering any name
+        lenient = httpx.get(f"{url}/openapi.json").json()["components"]["schemas"]
     assert schemas["JinaRerankRequest"]["properties"]["documents"]["maxItems"] == 7
     assert schemas["TeiRerankRequest"]["properties"]["texts"]["maxItems"] == 7
     assert schemas["CohereV2RerankRequest"]["properties"]["query"]["pattern"] == NOT_BLANK_PATTERN
-    for name in ["JinaRerankRequest", "CohereV2RerankRequest", "TeiRerankRequest", "ScoreRequest"]:
+    names = ["JinaRerankRequest", "CohereV2RerankRequest", "TeiRerankRequest", "ScoreRequest"]
+    for name in [*names, "InfinityRerankRequest"]:
         # The tolerance rule: fields crossrank does not use may be sent; the model is named.
         assert schemas[name]["additionalProperties"] is True
-        assert schemas[name]["properties"]["model"]["anyOf"][0] == {"enum": ["tiny"]}
+        model = schemas[name]["properties"]["model"]["anyOf"]
+        assert model[0] == {"enum": ["tiny", "rerank-v3.5"]}
+        assert {"type": "string"} in [
+            {"type": t.get("type")} for t in lenient[name]["properties"]["model"]["anyOf"]
+        ]
+        assert "enum" not in str(lenient[name]["properties"]["model"])

@@ -112,19 +112,27 @@ def test_serve_exposes_the_speed_settings():
 
 
 def test_models_are_named_with_name_equals_path(tiny_checkpoint, tmp_path):
-    assert model_specs([]) == [("crossrank-default", None)]
+    assert model_specs([]) == ([("crossrank-default", None)], {})
     path = str(tiny_checkpoint)
-    assert model_specs([path]) == [(tiny_checkpoint.name, path)]
-    assert model_specs([f"fast={path}", "big=BAAI/bge-reranker-base"]) == [
-        ("fast", path),
-        ("big", "BAAI/bge-reranker-base"),
-    ]
+    assert model_specs([path]) == ([(tiny_checkpoint.name, path)], {})
+    assert model_specs([f"fast={path}", "big=BAAI/bge-reranker-base"]) == (
+        [("fast", path), ("big", "BAAI/bge-reranker-base")],
+        {},
+    )
     odd = tmp_path / "a=b"  # a folder whose name holds "=" is a path, not NAME=PATH
     odd.mkdir()
-    assert model_specs([str(odd)]) == [("a=b", str(odd))]
-    for bad in (["=x"], ["x="], [f"a={path}", f"a={path}"]):
+    assert model_specs([str(odd)]) == ([("a=b", str(odd))], {})
+    duplicates = [f"a={path}", f"a={path}"], [f"a,b={path}", f"b={path}"], [f"a,a={path}"]
+    for bad in (["=x"], ["x="], ["a,={path}"], [",a=x"], *duplicates):
         with pytest.raises(SystemExit):
             model_specs(bad)
+
+
+def test_aliases_follow_the_name(tiny_checkpoint):
+    path = str(tiny_checkpoint)
+    specs, aliases = model_specs([f"fast, rerank-v3.5,rerank-english-v3.0={path}", f"big={path}"])
+    assert specs == [("fast", path), ("big", path)]
+    assert aliases == {"rerank-v3.5": "fast", "rerank-english-v3.0": "fast"}
 
 
 def test_serve_two_named_models(tiny_checkpoint, tiny_jina_checkpoint):

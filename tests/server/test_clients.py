@@ -1,8 +1,8 @@
 """Official, unchanged clients from PyPI, and raw requests in the shapes each service
 documents, pointed only at a crossrank server: rankings equal ``Reranker.rerank``.
 
-Each client is given the server's URL and, where it sends a model name, a served one (an
-unknown name is a 404, see test_models). Nothing else about any client is changed.
+Each client is given the server's URL and, where it sends a model name, the served one
+(test_gateways.py sends others). Nothing else about any client is changed.
 """
 
 from __future__ import annotations

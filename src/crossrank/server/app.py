@@ -4,7 +4,8 @@ Layers, outermost first, each knowing only the next (as in text-embeddings-infer
 
 * ``FrontDoor`` (``frontdoor.py``): request ids, access log, metrics, API key, body size.
 * routes (here): a dialect module's schema (``jina``, ``cohere_v2``, ``tei``,
-  ``rerank_compat``, ``vllm_score``), turned by that module into a ``RerankCall`` and back.
+  ``rerank_compat``, ``infinity``, ``vllm_score``), turned by that module into a
+  ``RerankCall`` and back.
 * ``ServedModels`` (``models.py``): the request's ``model`` picks a ``Service``.
 * ``Service.rerank`` (``service.py``): limits, tokenization in a thread, the model's
   queue, client disconnects.
@@ -32,7 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from crossrank import __version__
 from crossrank.reranker import Reranker
-from crossrank.server import cohere_v2, jina, rerank_compat, tei, vllm_score
+from crossrank.server import cohere_v2, infinity, jina, rerank_compat, tei, vllm_score
 from crossrank.server.frontdoor import FrontDoor, error_response
 from crossrank.server.metrics import CONTENT_TYPE, ServerMetrics
 from crossrank.server.models import ServedModels
@@ -187,7 +188,7 @@ def build_app(served: ServedModels, settings: ServerSettings, metrics: ServerMet
     add_error_handlers(app)
     add_rerank_routes(app, served)
     add_service_routes(app, served, metrics)
-    customize_openapi(app, settings, served.names)
+    customize_openapi(app, settings, served)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -250,9 +251,13 @@ def add_rerank_routes(app: FastAPI, served: ServedModels) -> None:
         dialect: ModuleType, body: TolerantRequest, request: Request, response: Response
     ) -> Any:
         """Any dialect: pick the model, score the dialect's call, reply in its shape."""
-        service = served.get(body.model)  # type: ignore[attr-defined]
+        chosen = served.choose(body.model)  # type: ignore[attr-defined]
+        service = chosen.service
         ranked = await service.rerank(dialect.to_call(body), lambda: wait_for_disconnect(request))
         ignored = body.ignored_fields()
+        if chosen.unserved_name is not None:  # the lone model answered another name
+            ignored = ["model", *ignored]
+            ranked.warnings.append(chosen.warning())
         if ignored:
             response.headers[IGNORED_HEADER] = shown_names(ignored)
         response.headers["x-compute-tokens"] = str(ranked.tokens)
@@ -286,6 +291,14 @@ def add_rerank_routes(app: FastAPI, served: ServedModels) -> None:
     async def rerank(body: RerankBody, request: Request, response: Response):
         dialect = tei if isinstance(body, tei.TeiRerankRequest) else rerank_compat
         return await answer(dialect, body, request, response)
+
+    for path in infinity.PATHS:
+
+        @route(path, infinity.InfinityRerankResponse, "Infinity rerank (its reply's shape)")
+        async def infinity_rerank(
+            body: infinity.InfinityRerankRequest, request: Request, response: Response
+        ):
+            return await answer(infinity, body, request, response)
 
     for path in ("/score", "/v1/score"):
 
@@ -323,6 +336,7 @@ def add_service_routes(app: FastAPI, served: ServedModels, metrics: ServerMetric
         cards = [
             ModelCard(
                 id=service.name,
+                aliases=[alias for alias, name in served.aliases.items() if name == service.name],
                 max_length=service.max_length,
                 long_documents=service.long_documents,
             )
@@ -340,9 +354,10 @@ def add_service_routes(app: FastAPI, served: ServedModels, metrics: ServerMetric
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
 
-def customize_openapi(app: FastAPI, settings: ServerSettings, names: list[str]) -> None:
-    """Put this server's settings in its schema: the model names it serves, the document
-    limit and the bearer key."""
+def customize_openapi(app: FastAPI, settings: ServerSettings, served: ServedModels) -> None:
+    """Put this server's settings in its schema: the model names it answers to (any, for
+    a lone model without strict names), the document limit and the bearer key."""
+    names = [*served.names, *served.aliases]
     original = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -355,10 +370,12 @@ def customize_openapi(app: FastAPI, settings: ServerSettings, names: list[str]) 
             ("CohereV2RerankRequest", "documents"),
             ("TeiRerankRequest", "texts"),
             ("CompatRerankRequest", "documents"),
+            ("InfinityRerankRequest", "documents"),
             ("ScoreRequest", None),
         ]:
             properties = models[model]["properties"]
-            properties["model"]["anyOf"] = [{"enum": names}, {"type": "null"}]
+            if not served.answers_any_name:
+                properties["model"]["anyOf"] = [{"enum": names}, {"type": "null"}]
             if documents:
                 properties[documents]["maxItems"] = settings.max_documents
         if settings.api_key:

@@ -22,22 +22,32 @@ def model_name(model: str | None) -> str:
     return path.resolve().name if path.is_dir() else model
 
 
-def model_specs(values: list[str]) -> list[tuple[str, str | None]]:
-    """``--model`` values as (name, path or hub id): ``NAME=PATH`` names a model, a bare
-    ``PATH`` is named by ``model_name``; none means the bundled model."""
+def model_specs(values: list[str]) -> tuple[list[tuple[str, str | None]], dict[str, str]]:
+    """``--model`` values as (name, path or hub id) and the aliases {alias: name}:
+    ``NAME[,ALIAS...]=PATH`` names a model, a bare ``PATH`` is named by ``model_name``; none
+    means the bundled model."""
     if not values:
-        return [(model_name(None), None)]
+        return [(model_name(None), None)], {}
     specs: list[tuple[str, str | None]] = []
+    aliases: dict[str, str] = {}
     for value in values:
-        name, equals, where = value.partition("=")
+        names, equals, where = value.partition("=")
         if not equals or Path(value).expanduser().exists():  # a path that holds "="
-            name, where = model_name(value), value
-        if not name or not where:
-            raise SystemExit(f"crossrank serve: --model {value!r}: expected NAME=PATH or PATH")
-        if name in dict(specs):
-            raise SystemExit(f"crossrank serve: two models are named {name!r}")
+            names, where = model_name(value), value
+        name, *extra = [n.strip() for n in names.split(",")]
+        if not all([name, *extra]) or not where:
+            raise SystemExit(
+                f"crossrank serve: --model {value!r}: expected NAME[,ALIAS...]=PATH or PATH"
+            )
+        for taken in [name, *extra]:
+            if taken in aliases or taken in dict(specs) or [name, *extra].count(taken) > 1:
+                raise SystemExit(f"crossrank serve: two models are named {taken!r}")
         specs.append((name, where))
-    return specs
+        aliases.update(dict.fromkeys(extra, name))
+    clash = next((a for a in aliases if a in dict(specs)), None)
+    if clash is not None:
+        raise SystemExit(f"crossrank serve: two models are named {clash!r}")
+    return specs, aliases
 
 
 def off_if_zero(value: float | None) -> float | None:
@@ -50,6 +60,7 @@ def guard_settings(args: argparse.Namespace) -> dict[str, object]:
     per_client = off_if_zero(args.max_connections_per_client)
     return {
         "max_queue_tokens": args.max_queue_tokens,
+        "max_queue_wait_s": off_if_zero(args.max_queue_wait),
         "header_timeout_s": off_if_zero(args.header_timeout),
         "body_timeout_s": off_if_zero(args.body_timeout),
         "max_connections_per_client": None if per_client is None else int(per_client),
@@ -74,6 +85,14 @@ def add_guard_options(parser: argparse.ArgumentParser) -> None:
         default=4 * 1_048_576,
         help="tokens of work admitted at once; a request that needs more than this gets 413, "
         "one that must wait 429 with Retry-After (default: 4194304)",
+    )
+    parser.add_argument(
+        "--max-queue-wait",
+        type=non_negative,
+        default=30.0,
+        help="seconds a request may be expected to wait before the model starts on it, from "
+        "the work ahead at the measured throughput; longer gets 429 at once with Retry-After; "
+        "0: no limit (default: 30, under common client timeouts)",
     )
     parser.add_argument(
         "--header-timeout",
@@ -132,9 +151,11 @@ def serve_command(args: argparse.Namespace) -> None:
     # An empty variable counts as unset, so `CROSSRANK_API_KEY= crossrank serve` is open.
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     check_ray_options(args)
-    specs = model_specs(args.model)
+    specs, aliases = model_specs(args.model)
     settings = ServerSettings(
         model_name=specs[0][0],
+        model_aliases=tuple(aliases.items()),
+        strict_model_names=args.strict_model_names,
         api_key=api_key,
         max_documents=args.max_documents,
         max_request_tokens=args.max_request_tokens,
@@ -199,9 +220,16 @@ def add_parser(subparsers) -> None:
         "-m",
         action="append",
         default=[],
-        metavar="[NAME=]PATH",
-        help="checkpoint folder or hub id, optionally named for the request's `model` field; "
-        "repeatable, the first is the default (default: the bundled model)",
+        metavar="[NAME[,ALIAS...]=]PATH",
+        help="checkpoint folder or hub id, optionally named (and given aliases) for the "
+        "request's `model` field; repeatable, the first is the default (default: the bundled "
+        "model). A lone model answers requests naming any model",
+    )
+    parser.add_argument(
+        "--strict-model-names",
+        action="store_true",
+        help="a lone model answers only its own name and aliases; other names get 404 (the "
+        "rule with several models)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
     parser.add_argument("--port", type=int, default=8000)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from crossrank.server.admission import TokenBudget
 from crossrank.server.batcher import Batcher, BatchStats
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -94,6 +95,28 @@ class ServerMetrics:
             registry=r,
         )
 
+        self.expected_wait = Gauge(
+            "crossrank_queue_expected_wait_seconds",
+            "seconds a request admitted now would wait for the model (what --max-queue-wait "
+            "bounds): the tokens admitted at the throughput",
+            ["model"],
+            registry=r,
+        )
+        self.throughput = Gauge(
+            "crossrank_model_tokens_per_second",
+            "the model's throughput admission assumes: measured, else the prior guess",
+            ["model"],
+            registry=r,
+        )
+        self.refusals = Counter(
+            "crossrank_requests_refused",
+            "rerank requests refused by admission, by reason: queue_requests (--max-queue), "
+            "queue_full (--max-queue-tokens), queue_wait (--max-queue-wait), "
+            "too_many_queue_tokens (413: over the whole token budget)",
+            ["model", "reason"],
+            registry=r,
+        )
+
     def for_model(self, name: str) -> ModelMetrics:
         return ModelMetrics(self, name)
 
@@ -110,10 +133,13 @@ class ModelMetrics:
         self.in_flight = metrics.in_flight.labels(name)
         self.in_flight.set(0)  # shown from the start, not from the first request
 
-    def watch(self, batcher: Batcher) -> None:
-        """Read queue depth from the batcher when scraped, not on every change."""
-        self.metrics.queue_requests.labels(self.name).set_function(lambda: batcher.queued_requests)
-        self.metrics.queue_pairs.labels(self.name).set_function(lambda: batcher.queued_pairs)
+    def watch(self, batcher: Batcher, budget: TokenBudget) -> None:
+        """Read queue depth and the expected wait when scraped, not on every change."""
+        m, name = self.metrics, self.name
+        m.queue_requests.labels(name).set_function(lambda: batcher.queued_requests)
+        m.queue_pairs.labels(name).set_function(lambda: batcher.queued_pairs)
+        m.expected_wait.labels(name).set_function(budget.expected_wait_s)
+        m.throughput.labels(name).set_function(lambda: budget.rate or 0.0)
 
     def observe_batch(self, stats: BatchStats) -> None:
         """Called by the inference thread after each step (prometheus_client is thread-safe)."""
@@ -127,3 +153,6 @@ class ModelMetrics:
 
     def dropped(self, reason: str) -> None:
         self.metrics.dropped.labels(self.name, reason).inc()
+
+    def refused(self, reason: str) -> None:
+        self.metrics.refusals.labels(self.name, reason).inc()

@@ -246,11 +246,11 @@ class RemoteService:
 class RemoteModels(ServedModels):
     """``ServedModels`` whose services are ``RemoteService``s: nothing loads or runs here."""
 
-    def __init__(self, handle: DeploymentHandle, shapes: ModelShapes):  # no super(): no models
-        self.services = {  # type: ignore[assignment]
-            name: RemoteService(name, handle, *shape) for name, shape in shapes.items()
-        }
-        self.default = next(iter(self.services.values()))
+    def __init__(
+        self, handle: DeploymentHandle, shapes: ModelShapes, settings: ServerSettings
+    ):  # no super(): no models
+        services = {name: RemoteService(name, handle, *shape) for name, shape in shapes.items()}
+        self.set_services(services, settings)  # type: ignore[arg-type]
 
     def start(self) -> None:
         pass  # the model replicas start their own batchers
@@ -298,7 +298,7 @@ class RerankFront:
         self.model = model
         self.settings = settings
         # Waits for a model replica to be up: the front cannot answer before anyway.
-        self.served = RemoteModels(model, await model.shapes.remote())
+        self.served = RemoteModels(model, await model.shapes.remote(), settings)
 
     def __serve_build_asgi_app__(self) -> Any:
         from crossrank.server.app import build_app

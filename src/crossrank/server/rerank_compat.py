@@ -1,5 +1,7 @@
 """``POST /rerank`` with a ``documents`` field: the Cohere-style body that vLLM, Infinity
-and Together accept on their ``/rerank`` (and ``/v1/rerank``) routes.
+and Together accept on their ``/rerank`` (and ``/v1/rerank``) routes, answered in vLLM's
+and Together's shape (``document`` as ``{"text": ...}``; Infinity's shape, with the text
+itself, is ``infinity.py``'s route).
 
 Told apart from TEI's body (``tei.py``) by its fields: TEI sends ``texts``.
 """

@@ -47,8 +47,9 @@ Text = Annotated[str, AfterValidator(encodable)]
 QUERY_DESCRIPTION = "The search query; a blank one is refused (400)."
 NOT_BLANK = {"pattern": NOT_BLANK_PATTERN}
 MODEL_DESCRIPTION = (
-    "Which served model ranks (GET /v1/models lists them); absent: the first. "
-    "A name not served is a 404 listing the served names."
+    "Which served model ranks, by name or alias (GET /v1/models lists them); absent: the "
+    "first. A server with one model answers any name with it (the name is reported in "
+    "X-Crossrank-Ignored-Fields); with several, a name not served is a 404 listing them."
 )
 
 IGNORED_HEADER = "X-Crossrank-Ignored-Fields"
@@ -156,6 +157,7 @@ class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"
     owned_by: str = "crossrank"
+    aliases: list[str] = Field([], description="Other names this model answers to.")
     max_length: int = Field(description="Longest input (query + document) the model reads.")
     long_documents: str = Field(description="What happens to longer documents by default.")
 

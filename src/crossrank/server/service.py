@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from crossrank.reranker import Reranker, sigmoid
-from crossrank.server.admission import TokenBudget
+from crossrank.server.admission import TokenBudget, prior_tokens_per_second
 from crossrank.server.batcher import Batcher, BatchStats, Job, ShuttingDown, glibc_malloc_trim
 from crossrank.server.encoding import Encoded, EncodeOptions, encode_pairs, encode_request
 from crossrank.server.metrics import ModelMetrics
@@ -59,6 +59,15 @@ class ServerSettings:
     # Tokens (model inputs' length, summed) admitted at once, queued or scoring: admission
     # by work, so one request of 1,000 long documents counts for what it costs.
     max_queue_tokens: int = 4 * 1_048_576
+    # Seconds a request may be expected to wait for the model before it starts, from the
+    # work ahead of it at the measured throughput; past it a 429 at once (admission.py).
+    # 30 s is under the timeouts of common clients (LiteLLM's and httpx's 60 s defaults
+    # less the request's own scoring). None: no limit.
+    max_queue_wait_s: float | None = 30.0
+    # Extra names a model answers to: (alias, served name) pairs (``--model NAME,ALIAS=PATH``).
+    model_aliases: tuple[tuple[str, str], ...] = ()
+    # A lone model answers requests naming any model unless this restores the 404.
+    strict_model_names: bool = False
     # Slow senders (guards.py): seconds for a request's headers, then its body, to arrive;
     # open connections per client address. None turns one off.
     header_timeout_s: float | None = 10.0
@@ -85,7 +94,7 @@ class ServerSettings:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.api_key is not None and not self.api_key.strip():
             raise ValueError("the API key is empty")
-        for name in ("header_timeout_s", "body_timeout_s", "call_timeout_s"):
+        for name in ("header_timeout_s", "body_timeout_s", "call_timeout_s", "max_queue_wait_s"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive (or None for no limit)")
         if self.max_connections_per_client is not None and self.max_connections_per_client < 1:
@@ -175,14 +184,18 @@ class Service:
                 exit_grace_s=settings.hung_exit_grace_s,
             )
         )
-        self.budget = TokenBudget(settings.max_queue_tokens)
+        self.budget = TokenBudget(
+            settings.max_queue_tokens,
+            settings.max_queue_wait_s,
+            prior_tokens_per_second(reranker.model),
+        )
         self.batcher = Batcher(
             reranker.logits if self.watchdog is None else self.watchdog.watch(reranker.logits),
             max_batch_tokens=reranker.max_batch_tokens,
             on_batch=self._on_batch,
             release_memory=glibc_malloc_trim(),
         )
-        metrics.watch(self.batcher)
+        metrics.watch(self.batcher, self.budget)
         self.admitted = 0  # touched only on the event loop, so no lock
 
     @property
@@ -237,6 +250,7 @@ class Service:
                 limit=settings.max_request_chars,
             )
         if self.admitted >= settings.max_queue:
+            self.metrics.refused("queue_requests")
             raise ApiError(
                 429,
                 "queue_full",
@@ -311,6 +325,7 @@ class Service:
             )
         refusal = self.budget.refusal(encoded.tokens)
         if refusal is not None:
+            self.metrics.refused(refusal.error_type)
             retry = refusal.retry_after_s
             raise ApiError(
                 refusal.status,
