@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser test lint demo serve bench bench-onnx bench-batch clean
+.PHONY: install browser test lint demo serve bench bench-infinity bench-onnx bench-batch clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,20 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/rerank_speed.py --json out/rerank_speed.json
 	$(BIN)/python benchmarks/long_context.py --json out/long_context.json --plot out/long_context.png
 
+# `crossrank serve` against Infinity on the bundled model, 16 concurrent clients x 100
+# passages (docs/performance.md). Infinity pins its own transformers and
+# sentence-transformers, so it gets a virtualenv of its own.
+INFINITY_VENV ?= .venv-infinity
+$(INFINITY_VENV)/.installed:
+	$(PYTHON) -m venv $(INFINITY_VENV)
+	$(INFINITY_VENV)/bin/pip install -q "torch==2.13.0" "infinity-emb[server,torch]"
+	touch $@
+
+bench-infinity: $(STAMP) $(INFINITY_VENV)/.installed
+	mkdir -p out
+	taskset -c 1 $(BIN)/python benchmarks/serve_speed.py --threads 1 --rounds 3 \
+		--infinity $(INFINITY_VENV)/bin/infinity_emb --json out/serve_speed_infinity.json
+
 # `crossrank batch` on a local Ray instance: pairs/s for 1 and 2 replicas, and the driver's
 # peak memory streaming DL19's pairs and 10x as many (see docs/scale-out.md).
 # ONNX Runtime (fp32, int8) against crossrank on this CPU: the backend that was not kept
@@ -64,4 +78,4 @@ bench-batch: $(STAMP)
 	$(BIN)/python benchmarks/batch.py --json out/batch.json
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info
+	rm -rf $(VENV) $(INFINITY_VENV) build *.egg-info src/*.egg-info
