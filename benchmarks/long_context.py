@@ -1,12 +1,16 @@
-"""Time and peak memory of scoring one long (query, document) pair with base-shape JinaBERT.
+"""Time and peak memory of scoring one long (query, document) pair with a base-shape
+JinaBERT or ModernBERT (random weights).
 
-Each measurement runs in a fresh process so that its peak RSS is its own. Compares
-crossrank's attention (ALiBi bias built per batch, blocked over query rows) with a
+Each measurement runs in a fresh process so that its peak RSS is its own. JinaBERT:
+crossrank's attention (ALiBi bias built per batch, blocked over query rows) against a
 straightforward eager implementation that materialises the full (heads, L, L) bias,
-scores and probabilities, as the reference JinaBERT code does.
+scores and probabilities, as the reference JinaBERT code does. ModernBERT: crossrank's
+model code (local layers in query blocks, never L x L) against transformers' with its
+eager attention, on the same checkpoint.
 
     python benchmarks/long_context.py                      # 1024 ... 8192, both
     python benchmarks/long_context.py --lengths 8192 --impl crossrank
+    python benchmarks/long_context.py --family modernbert --lengths 512 8192
 
 With both implementations, their outputs for the same pair (the last layer's [CLS] hidden
 state, which the classifier reads) must agree within OUTPUT_TOLERANCE; crossrank must run at
@@ -21,6 +25,7 @@ import math
 import multiprocessing as mp
 import resource
 import sys
+import tempfile
 import time
 
 import torch
@@ -40,6 +45,18 @@ QUERY_TOKENS = 512
 # bound set from a CPU bf16 autocast run (1.1e-2 at 1024 tokens), not measured on a GPU here.
 OUTPUT_TOLERANCE = {"cpu": 1e-4, "cuda": 0.25}
 MAX_PEAK_RSS_MB = 2500  # crossrank, one pair of up to 8,192 tokens on CPU (docs/performance.md)
+# Alibaba-NLP/gte-reranker-modernbert-base (22 layers, every third global, a 128-token window)
+MODERNBERT_BASE_SHAPE = dict(
+    vocab_size=50368,
+    hidden_size=768,
+    intermediate_size=1152,
+    num_hidden_layers=22,
+    num_attention_heads=12,
+    global_attn_every_n_layers=3,
+    local_attention=128,
+    max_position_embeddings=8192,
+    num_labels=1,
+)
 
 
 def eager_full_bias_attention(q, k, v, bias, slopes=None, dropout_p=0.0):
@@ -76,8 +93,9 @@ def peak_memory_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure(impl: str, length: int, threads: int, device: str, queue) -> None:
-    torch.set_num_threads(threads)
+def jinabert_forward(impl: str, ids: torch.Tensor, device: str):
+    """The [CLS] hidden state of base-shape JinaBERT (what model(...) runs, the classifier
+    applied too), with crossrank's attention or the eager one patched in."""
     from crossrank.models import attention
     from crossrank.models.jinabert import JinaBert, JinaBertConfig
 
@@ -85,17 +103,60 @@ def measure(impl: str, length: int, threads: int, device: str, queue) -> None:
         attention.attention = eager_full_bias_attention
     torch.manual_seed(0)
     model = JinaBert(JinaBertConfig(**BASE_SHAPE)).eval().to(device)
-    loaded_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    ids = torch.randint(1000, 30000, (1, length), device=device)
     types = torch.zeros_like(ids)
     types[:, QUERY_TOKENS:] = 1
     mask = torch.ones_like(ids)
 
-    def forward() -> torch.Tensor:  # what model(...) runs, keeping the [CLS] hidden state
+    def forward() -> torch.Tensor:
         hidden = model.encode(ids, mask, types, first_only=True)
         model.classify(hidden)
-        return hidden
+        return hidden[:, 0]
 
+    return forward
+
+
+def modernbert_forward(impl: str, ids: torch.Tensor, device: str, folder: str):
+    """The same for base-shape ModernBERT saved in ``folder``: crossrank's code, or
+    transformers' with its eager attention (a full L x L score matrix per layer)."""
+    mask = torch.ones_like(ids)
+    if impl == "crossrank":
+        from crossrank.models import load_model
+
+        model = load_model(folder).to(device)
+
+        def forward() -> torch.Tensor:
+            hidden = model.encode(ids, mask)
+            model.classifier(model.head(model.pool(hidden, mask)))
+            return hidden[:, 0]
+
+        return forward
+    import transformers
+
+    reference = transformers.AutoModelForSequenceClassification.from_pretrained(
+        folder, attn_implementation="eager"
+    )
+    reference = reference.eval().to(device)
+    return lambda: reference.model(input_ids=ids, attention_mask=mask)[0][:, 0]
+
+
+def save_modernbert(folder: str) -> None:
+    """gte-reranker-modernbert-base's shape, random weights, written by transformers."""
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.ModernBertConfig(**MODERNBERT_BASE_SHAPE)
+    transformers.ModernBertForSequenceClassification(config).save_pretrained(folder)
+
+
+def measure(family: str, impl: str, length: int, threads: int, device: str, folder, queue):
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)  # the same pair in every process
+    ids = torch.randint(1000, 30000, (1, length), device=device)
+    if family == "jinabert":
+        forward = jinabert_forward(impl, ids, device)
+    else:
+        forward = modernbert_forward(impl, ids, device, folder)
+    loaded_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     with torch.inference_mode(), torch.autocast(device, torch.bfloat16, enabled=device == "cuda"):
         hidden, seconds, _ = timed_call(forward, device)
     peak_rss = peak_memory_mb(device)
@@ -103,20 +164,22 @@ def measure(impl: str, length: int, threads: int, device: str, queue) -> None:
         loaded_rss = 0.0
     queue.put(
         {
+            "family": family,
             "impl": impl,
             "length": length,
             "seconds": seconds,
             "peak_rss_mb": peak_rss,
             "model_rss_mb": loaded_rss,
-            "cls_hidden": hidden[0, 0].float().cpu().tolist(),
+            "cls_hidden": hidden[0].float().cpu().tolist(),
         }
     )
 
 
-def run(impl: str, length: int, threads: int, device: str) -> dict:
+def run(family: str, impl: str, length: int, threads: int, device: str, folder) -> dict:
     context = mp.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=measure, args=(impl, length, threads, device, queue))
+    arguments = (family, impl, length, threads, device, folder, queue)
+    process = context.Process(target=measure, args=arguments)
     process.start()
     process.join()
     if process.exitcode != 0:
@@ -156,7 +219,7 @@ def check_bounds(results: list[dict], device: str) -> list[str]:
     return broken
 
 
-def plot(results: list[dict], path: str, device: str = "CPU") -> None:
+def plot(results: list[dict], path: str, device: str = "CPU", family: str = "JinaBERT") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -175,9 +238,23 @@ def plot(results: list[dict], path: str, device: str = "CPU") -> None:
         axis.set_xscale("log", base=2)
         axis.grid(alpha=0.3)
         axis.legend()
-    figure.suptitle(f"Base-shape JinaBERT, one pair, {device}")
+    figure.suptitle(f"Base-shape {family}, one pair, {device}")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
+
+
+FAMILY_NAMES = {"jinabert": "JinaBERT", "modernbert": "ModernBERT"}
+
+
+def print_row(r: dict) -> None:
+    if "error" in r:
+        print(f"{r['impl']:<10} {r['length']:>7} {r['error']}", flush=True)
+        return
+    print(
+        f"{r['impl']:<10} {r['length']:>7} {r['seconds']:>8.2f} {r['peak_rss_mb']:>12.0f} "
+        f"{r['model_rss_mb']:>9.0f}",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -185,6 +262,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192])
+    parser.add_argument("--family", choices=["jinabert", "modernbert"], default="jinabert")
     parser.add_argument("--impl", choices=["crossrank", "eager", "both"], default="both")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--device", default="cpu", help="cpu, or cuda (GPU memory instead of RSS)")
@@ -196,24 +274,19 @@ def main() -> None:
     print(
         f"{'impl':<10} {'tokens':>7} {'seconds':>8} {'peak RSS MB':>12} {'model MB':>9}", flush=True
     )
-    for length in args.lengths:
-        for impl in impls:
-            r = run(impl, length, args.threads, args.device)
-            results.append(r)
-            if "error" in r:
-                print(f"{impl:<10} {length:>7} {r['error']}", flush=True)
-            else:
-                print(
-                    f"{impl:<10} {length:>7} {r['seconds']:>8.2f} {r['peak_rss_mb']:>12.0f} "
-                    f"{r['model_rss_mb']:>9.0f}",
-                    flush=True,
-                )
+    with tempfile.TemporaryDirectory() as folder:
+        if args.family == "modernbert":
+            save_modernbert(folder)
+        for length in args.lengths:
+            for impl in impls:
+                results.append(run(args.family, impl, length, args.threads, args.device, folder))
+                print_row(results[-1])
     broken = check_bounds(results, args.device)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
     if args.plot:
-        plot(results, args.plot, args.device.upper())
+        plot(results, args.plot, args.device.upper(), FAMILY_NAMES[args.family])
     for line in broken:
         print(f"BOUND BROKEN: {line}", file=sys.stderr)
     if broken:

@@ -53,7 +53,7 @@ def pair_windows(reranker: Reranker, query: str, document: str):
     """(window token ids, model inputs) of every window of one pair, as chunk mode makes them."""
     encoder = reranker.encoder
     query_encoding = encoder.encode_query(query)
-    template = encoder.template(query_encoding)
+    template = encoder.template(query, query_encoding)
     budget = encoder.max_length - encoder.num_special - len(query_encoding)
     [ids] = encoder.document_ids([document])
     overlap = encoder.window_overlap(budget)

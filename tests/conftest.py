@@ -51,7 +51,7 @@ TINY = dict(
 
 def make_checkpoint(folder: Path, family: str = "bert", seed: int = 0, **overrides) -> Path:
     """A randomly initialised cross-encoder with the all-MiniLM-L6-v2 WordPiece tokenizer."""
-    config_cls, model_cls, _ = FAMILIES[family]
+    config_cls, model_cls = FAMILIES[family].config, FAMILIES[family].model
     if family == "roberta":  # the WordPiece vocabulary pads with id 0
         overrides = {"pad_token_id": 0, **overrides}
     config = config_cls(**{**TINY, "vocab_size": 30522, **overrides})

@@ -18,7 +18,8 @@ def positive(text: str) -> int:
 
 
 def add_runtime_options(parser: argparse.ArgumentParser) -> None:
-    """--device, --dtype and --threads, read by ``apply_threads`` and ``Reranker(...)``."""
+    """--device, --dtype, --trust-remote-code and --threads, read by ``apply_threads`` and
+    ``Reranker(...)``."""
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: auto)")
     parser.add_argument(
         "--dtype",
@@ -29,7 +30,18 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
         "model's scores within 0.01 of float32, else float32; bfloat16 autocast on CUDA; "
         "the choice and its reason are logged at start-up; see docs/performance.md)",
     )
+    add_trust_option(parser)
     add_threads_option(parser)
+
+
+def add_trust_option(parser: argparse.ArgumentParser) -> None:
+    """--trust-remote-code, passed to ``Reranker(trust_remote_code=...)``."""
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="let an architecture without crossrank code run the code in its repository "
+        "(transformers' trust_remote_code; only for checkpoints whose code you trust)",
+    )
 
 
 def add_threads_option(parser: argparse.ArgumentParser) -> None:

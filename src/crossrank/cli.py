@@ -57,6 +57,7 @@ def rerank_command(args: argparse.Namespace) -> None:
         args.model,
         device=args.device,
         dtype=args.dtype,
+        trust_remote_code=args.trust_remote_code,
         max_length=args.max_length,
         long_documents=args.long_documents,
         max_windows=args.max_windows,

@@ -80,6 +80,7 @@ class Reranker:
         long_documents: LongDocuments | None = None,
         max_windows: int | None = None,
         max_batch_tokens: int = 8192,
+        trust_remote_code: bool = False,
     ):
         """Load a reranker from a local folder or a Hugging Face Hub id.
 
@@ -93,11 +94,13 @@ class Reranker:
         ``max_windows`` windows of each document that BM25 ranks best for the query (default
         a tenth of the document's windows, at least 3: ``default_max_windows``). Both can
         also be given per call (``rerank(query, documents, long_documents="select",
-        max_windows=2)``).
+        max_windows=2)``). An architecture without crossrank code loads through transformers
+        when ``crossrank[transformers]`` is installed; ``trust_remote_code=True`` lets it run
+        code from the checkpoint's repository.
         """
         path = default_model_path() if name_or_path is None else resolve_checkpoint(name_or_path)
         device = pick_device(device)
-        model = load_model(path)
+        model = load_model(path, trust_remote_code=trust_remote_code)
         limit = model.config.max_tokens
         if max_length is not None and max_length > limit:
             raise ValueError(f"max_length={max_length} exceeds the model's {limit} positions")
@@ -109,6 +112,7 @@ class Reranker:
             query_max_length=query_max_length,
             long_documents=long_documents,
             max_windows=max_windows,
+            prompt=getattr(model, "prompt", None),  # decoder rerankers (models/qwen3.py)
         )
         # dtype=None: bf16 on CPUs with native bf16 if the model's scores allow, else fp32
         precision = choose_precision(
@@ -165,16 +169,23 @@ class Reranker:
         return_documents: bool = True,
         long_documents: LongDocuments | None = None,
         max_windows: int | None = None,
+        instruction: str | None = None,
     ) -> list[RerankResult]:
         """Documents sorted best first, each with its input index and a score in [0, 1].
 
-        ``long_documents``/``max_windows`` override the reranker's settings for this call.
+        ``long_documents``/``max_windows`` override the reranker's settings for this call;
+        ``instruction`` replaces a decoder reranker's default task instruction (Qwen3-Reranker:
+        "Given a web search query, retrieve relevant passages that answer the query").
         """
         documents = check_documents(documents)
         if top_n is not None and top_n < 1:
             raise ValueError(f"top_n must be at least 1, not {top_n}")
         scores = self.score(
-            query, documents, long_documents=long_documents, max_windows=max_windows
+            query,
+            documents,
+            long_documents=long_documents,
+            max_windows=max_windows,
+            instruction=instruction,
         )
         order = sorted(range(len(documents)), key=lambda i: -scores[i])[:top_n]
         return [
@@ -188,12 +199,15 @@ class Reranker:
         raw: bool = False,
         long_documents: LongDocuments | None = None,
         max_windows: int | None = None,
+        instruction: str | None = None,
     ) -> list[float]:
         """One score per document, in input order: sigmoid(logit), or the logit if ``raw``."""
         documents = check_documents(documents)
         if not documents:
             return []
-        features = self.encoder.encode(check_query(query), documents, long_documents, max_windows)
+        features = self.encoder.encode(
+            check_query(query), documents, long_documents, max_windows, instruction
+        )
         logits = self.pool(self.logits(features), features, len(documents))
         return [float(x) if raw else sigmoid(x) for x in logits]
 
@@ -203,9 +217,10 @@ class Reranker:
         raw: bool = False,
         long_documents: LongDocuments | None = None,
         max_windows: int | None = None,
+        instruction: str | None = None,
     ) -> list[float]:
         """Scores for (query, document) pairs of different queries, batched together."""
-        features = self.pair_features(pairs, long_documents, max_windows)
+        features = self.pair_features(pairs, long_documents, max_windows, instruction)
         logits = self.pool(self.logits(features), features, len(pairs))
         return [float(x) if raw else sigmoid(x) for x in logits]
 
@@ -214,6 +229,7 @@ class Reranker:
         pairs: Sequence[tuple[str, str]],
         long_documents: LongDocuments | None = None,
         max_windows: int | None = None,
+        instruction: str | None = None,
     ) -> list[PairFeatures]:
         """Model inputs for (query, document) pairs; ``document`` is the pair's position.
 
@@ -228,7 +244,7 @@ class Reranker:
         features: list[PairFeatures] = []
         for query, positions in positions_by_query.items():
             encoded = self.encoder.encode(
-                query, [documents[p] for p in positions], long_documents, max_windows
+                query, [documents[p] for p in positions], long_documents, max_windows, instruction
             )
             for f in encoded:
                 features.append(PairFeatures(f.input_ids, f.token_type_ids, positions[f.document]))

@@ -61,11 +61,15 @@ AUTH_HEADERS = {
 }
 
 
+# the routes whose documents may be objects ranked on `rank_fields` (Jina's, vLLM's, Infinity's)
+OBJECT_DOCUMENT_PATHS = {"/v1/rerank", "/rerank", "/infinity/rerank", "/infinity/v1/rerank"}
+
+
 def lacks_a_ranked_field(case: Any) -> bool:
     """A 422 the schema cannot state: a valid body (positive generation) whose object
     document has no field to rank on (`text`, or one named in `rank_fields`)."""
     body = case.body
-    if case.path not in ("/v1/rerank", "/rerank") or "documents" not in body:
+    if case.path not in OBJECT_DOCUMENT_PATHS or "documents" not in body:
         return False
     fields = body.get("rank_fields") or ["text"]
     return any(isinstance(d, dict) and any(f not in d for f in fields) for d in body["documents"])
@@ -134,6 +138,8 @@ def test_fuzzed_requests_get_documented_answers_and_no_5xx(reranker, with_key):
             "/rerank",
             "/score",
             "/v1/score",
+            "/infinity/rerank",
+            "/infinity/v1/rerank",
         }
         counts = [fuzz(url, schema, mode, with_key) for mode in GenerationMode]
         total = sum(sum(c.values()) for c in counts)

@@ -79,6 +79,24 @@ class PairTemplate:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class PairPrompt:
+    """A decoder reranker's text around the pair: ``before_query`` (with the instruction
+    filled in), " " + query, ``before_document``, " " + document, ``after_document``.
+
+    The space before the query and the document goes with them: byte-level BPE joins a
+    word to the space before it, so "<Query>:" | " what" tokenise as the whole text does.
+    """
+
+    before_query: str  # holds an {instruction} field
+    before_document: str
+    after_document: str
+    default_instruction: str
+
+    def text_before_query(self, instruction: str | None) -> str:
+        return self.before_query.format(instruction=instruction or self.default_instruction)
+
+
 def load_tokenizer(path: Path) -> Tokenizer:
     """The checkpoint's ``tokenizer.json``; a WordPiece ``vocab.txt`` is accepted for old BERTs."""
     if (path / "tokenizer.json").is_file():
@@ -161,16 +179,23 @@ class PairEncoder:
         overlap: int | None = None,
         max_windows: int | None = None,
         cache_documents: int = 512,
+        prompt: PairPrompt | None = None,
     ):
         """``max_windows``: windows kept per document in ``"select"`` mode (default: a
         share of the document's, ``default_max_windows``). ``cache_documents``: how many
         documents' token ids to keep between calls (a benchmark pairs the same documents
-        with many queries)."""
+        with many queries). ``prompt``: a decoder reranker's text template, in place of
+        the tokenizer's pair template."""
         self.tokenizer = Tokenizer.from_str(tokenizer.to_str())
         self.tokenizer.no_truncation()  # we truncate ourselves, per side
         self.tokenizer.no_padding()  # batches are padded to their own longest input
         self.max_length = max_length
-        self.num_special = self.tokenizer.num_special_tokens_to_add(is_pair=True)
+        self.prompt = prompt
+        self.num_special = (
+            self.tokenizer.num_special_tokens_to_add(is_pair=True)
+            if prompt is None
+            else len(self.prompt_template("", None).prefix_ids) + len(self.prompt_suffix())
+        )
         self.query_max_length = query_max_length or max_length // 4
         if self.query_max_length + self.num_special >= max_length:
             raise ValueError(
@@ -189,6 +214,8 @@ class PairEncoder:
         self._cache_lock = threading.Lock()
 
     def encode_query(self, query: str) -> Encoding:
+        if self.prompt is not None:
+            query = " " + query
         encoding = self.tokenizer.encode(query, add_special_tokens=False)
         if len(encoding) > self.query_max_length:
             log.warning(
@@ -199,8 +226,17 @@ class PairEncoder:
             encoding.truncate(self.query_max_length)
         return encoding
 
-    def template(self, query_encoding: Encoding) -> PairTemplate:
-        """The checkpoint's pair layout around a one-token placeholder document."""
+    def template(
+        self, query: str, query_encoding: Encoding, instruction: str | None = None
+    ) -> PairTemplate:
+        """The checkpoint's pair layout around a one-token placeholder document, or the
+        prompt's around the query (cut where its capped encoding ends)."""
+        if self.prompt is not None:
+            if query_encoding.overflowing:  # capped: the text its tokens cover (after " ")
+                query = query[: query_encoding.offsets[-1][1] - 1]
+            return self.prompt_template(query, instruction)
+        if instruction is not None:
+            raise ValueError("instruction applies to decoder rerankers; this model has no prompt")
         placeholder = self.tokenizer.encode("a", add_special_tokens=False)
         pair = self.tokenizer.post_process(query_encoding, placeholder)
         slots = [i for i, sequence in enumerate(pair.sequence_ids) if sequence == 1]
@@ -213,13 +249,27 @@ class PairEncoder:
             document_type=pair.type_ids[first],
         )
 
+    def prompt_template(self, query: str, instruction: str | None) -> PairTemplate:
+        """The prompt's text before the document tokenised as one string, so that the
+        query's tokens are the ones the whole prompt gives; the types are all 0."""
+        before = self.prompt.text_before_query(instruction) + " " + query
+        prefix = self.tokenizer.encode(
+            before + self.prompt.before_document, add_special_tokens=False
+        )
+        suffix = self.prompt_suffix()
+        return PairTemplate(prefix.ids, [0] * len(prefix), suffix, [0] * len(suffix), 0)
+
+    def prompt_suffix(self) -> list[int]:
+        return self.tokenizer.encode(self.prompt.after_document, add_special_tokens=False).ids
+
     def document_ids(self, documents: Sequence[str]) -> list[np.ndarray]:
         """Token ids of each document, each distinct text tokenised once (and cached)."""
         with self._cache_lock:
             cached = {d: self._cache[d] for d in documents if d in self._cache}
         new = [d for d in dict.fromkeys(documents) if d not in cached]
+        texts = new if self.prompt is None else [" " + d for d in new]  # see PairPrompt
         for text, encoding in zip(
-            new, self.tokenizer.encode_batch(new, add_special_tokens=False), strict=True
+            new, self.tokenizer.encode_batch(texts, add_special_tokens=False), strict=True
         ):
             cached[text] = np.asarray(encoding.ids, dtype=np.int64)
         with self._cache_lock:
@@ -244,18 +294,25 @@ class PairEncoder:
         documents: Sequence[str],
         long_documents: LongDocuments | None = None,
         max_windows: int | None = None,
+        instruction: str | None = None,
     ) -> list[PairFeatures]:
         """Inputs for every document, in order; a windowed document may give several.
 
-        ``long_documents`` and ``max_windows`` override the encoder's settings for this call.
+        ``long_documents`` and ``max_windows`` override the encoder's settings for this call;
+        ``instruction`` the prompt's (decoder rerankers only).
         """
         mode = check_long_documents(long_documents or self.long_documents)
         if max_windows is not None and mode != "select":
             raise ValueError(f"max_windows applies to long_documents='select', not {mode!r}")
         keep = check_max_windows(max_windows)
         query_encoding = self.encode_query(query)
-        template = self.template(query_encoding)
-        budget = self.max_length - self.num_special - len(query_encoding)
+        template = self.template(query, query_encoding, instruction)
+        budget = self.max_length - len(template.prefix_ids) - len(template.suffix_ids)
+        if budget < 1:
+            raise ValueError(
+                f"the query and instruction leave no room for the document in "
+                f"max_length={self.max_length} tokens"
+            )
         features = []
         for index, ids in enumerate(self.document_ids(documents)):
             for start in self.chosen_windows(query_encoding.ids, ids, budget, mode, keep):

@@ -1,36 +1,110 @@
 """Model families and checkpoint loading.
 
-Each family lives in its own file (``bert.py``, ``jinabert.py``, ``roberta.py``); this
-module picks the family from a checkpoint's ``config.json`` and loads/saves weights in
-the Hugging Face layout.
+Each family lives in its own file (``bert.py``, ``jinabert.py``, ``roberta.py``,
+``deberta.py``, ``electra.py``, ``modernbert.py``, ``qwen3.py``); this module picks the
+family from a checkpoint's ``config.json`` and loads/saves weights in the Hugging Face
+layout. Other architectures go through transformers (``fallback.py``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 
+from crossrank.models import fallback
 from crossrank.models.bert import Bert, BertConfig
+from crossrank.models.deberta import DebertaV2, DebertaV2Config
+from crossrank.models.electra import Electra, ElectraConfig
+from crossrank.models.fallback import architecture_of
 from crossrank.models.jinabert import JinaBert, JinaBertConfig
+from crossrank.models.modernbert import ModernBert, ModernBertConfig
+from crossrank.models.qwen3 import Qwen3, Qwen3Config, yes_minus_no
 from crossrank.models.roberta import Roberta, RobertaConfig
 
 log = logging.getLogger(__name__)
 
-# family -> (config class, model class, key prefix used by transformers)
-FAMILIES: dict[str, tuple[type[BertConfig], type[Bert], str]] = {
-    "bert": (BertConfig, Bert, "bert"),
-    "jinabert": (JinaBertConfig, JinaBert, "bert"),
-    "roberta": (RobertaConfig, Roberta, "roberta"),
+
+@dataclass(frozen=True)
+class Family:
+    """How one architecture family is built, named and laid out on disk."""
+
+    config: type[Any]  # a dataclass with ``from_dict``, ``max_tokens``, ``pad_token_id``
+    model: type[nn.Module]  # forward(input_ids, attention_mask, token_type_ids) -> logits
+    prefix: str  # the attribute transformers keeps the encoder under ("bert.", "model.")
+    model_type: str  # written to config.json by save_model
+    architecture: str
+    head_keys: tuple[str, ...] = ("pooler.", "classifier.")  # what a bare encoder lacks
+    top_level: tuple[str, ...] = ("classifier.",)  # saved without the prefix
+    # (state, config, folder) -> state, for checkpoints whose head takes reshaping
+    convert: Callable[[dict, Any, Path], dict] | None = None
+
+
+FAMILIES: dict[str, Family] = {
+    "bert": Family(BertConfig, Bert, "bert", "bert", "BertForSequenceClassification"),
+    "jinabert": Family(
+        JinaBertConfig, JinaBert, "bert", "bert", "JinaBertForSequenceClassification"
+    ),
+    "roberta": Family(
+        RobertaConfig, Roberta, "roberta", "xlm-roberta", "XLMRobertaForSequenceClassification"
+    ),
+    # DeBERTa keeps its pooler at the top level too (pooler.dense)
+    "deberta": Family(
+        DebertaV2Config,
+        DebertaV2,
+        "deberta",
+        "deberta-v2",
+        "DebertaV2ForSequenceClassification",
+        head_keys=("pooler.", "classifier."),
+        top_level=("pooler.", "classifier."),
+    ),
+    "electra": Family(
+        ElectraConfig,
+        Electra,
+        "electra",
+        "electra",
+        "ElectraForSequenceClassification",
+        head_keys=("classifier.",),
+        top_level=("classifier.",),
+    ),
+    # ModernBERT's head (dense, act, norm) sits beside the classifier, outside model.
+    "modernbert": Family(
+        ModernBertConfig,
+        ModernBert,
+        "model",
+        "modernbert",
+        "ModernBertForSequenceClassification",
+        head_keys=("head.", "classifier."),
+        top_level=("head.", "classifier."),
+    ),
+    # saved as the sequence-classification conversion: the decoder and a one-row score
+    "qwen3": Family(
+        Qwen3Config,
+        Qwen3,
+        "model",
+        "qwen3",
+        "Qwen3ForSequenceClassification",
+        head_keys=("score.",),
+        top_level=("score.", "lm_head."),
+        convert=yes_minus_no,
+    ),
 }
-ARCHITECTURES = {
-    "bert": "BertForSequenceClassification",
-    "jinabert": "JinaBertForSequenceClassification",
-    "roberta": "XLMRobertaForSequenceClassification",
+# config.json's model_type -> family, for the types that need no closer look
+MODEL_TYPES = {
+    "bert": "bert",
+    "roberta": "roberta",
+    "xlm-roberta": "roberta",
+    "deberta-v2": "deberta",
+    "electra": "electra",
+    "modernbert": "modernbert",
+    "qwen3": "qwen3",
 }
 
 
@@ -38,18 +112,22 @@ class CheckpointError(ValueError):
     """A checkpoint folder that cannot be loaded as the requested model."""
 
 
-def family_of(config: dict[str, Any]) -> str:
+def known_family(config: dict[str, Any]) -> str | None:
+    """The family with crossrank code for this config.json, or None."""
     model_type = config.get("model_type", "bert")
-    if model_type in ("roberta", "xlm-roberta"):
-        return "roberta"
     if model_type == "bert" and config.get("position_embedding_type") == "alibi":
         return "jinabert"
-    if model_type == "bert":
-        return "bert"
-    raise CheckpointError(
-        f"unsupported model_type {model_type!r}; crossrank loads BERT, JinaBERT and "
-        "(XLM-)RoBERTa checkpoints"
-    )
+    return MODEL_TYPES.get(model_type)
+
+
+def family_of(config: dict[str, Any]) -> str:
+    family = known_family(config)
+    if family is None:
+        raise CheckpointError(
+            f"unsupported model_type {config.get('model_type')!r}; crossrank's own code "
+            f"covers {', '.join(sorted(FAMILIES))}"
+        )
+    return family
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -83,23 +161,29 @@ def normalise_keys(state: dict[str, torch.Tensor], prefix: str) -> dict[str, tor
     return out
 
 
-def load_model(path: str | Path, head: bool = True) -> Bert:
+def load_model(path: str | Path, head: bool = True, trust_remote_code: bool = False) -> nn.Module:
     """Build the model described by ``path/config.json`` and load its weights.
 
-    ``head=False`` loads the bare encoder (for embeddings), ignoring any head weights.
+    ``head=False`` loads the bare encoder (for embeddings), ignoring any head weights. An
+    architecture without crossrank code loads through transformers (``models/fallback.py``)
+    when the extra is installed; ``trust_remote_code`` lets that run a repository's code.
     """
     path = Path(path)
     raw_config = read_config(path)
-    family = family_of(raw_config)
-    config_cls, model_cls, prefix = FAMILIES[family]
-    config = config_cls.from_dict(raw_config)
-    model = model_cls(config, head=head)
-    state = normalise_keys(read_state_dict(path), prefix)
+    if known_family(raw_config) is None and head:
+        return load_generic(path, raw_config, trust_remote_code)
+    name = family_of(raw_config)
+    family = FAMILIES[name]
+    config = family.config.from_dict(raw_config)
+    model = family.model(config, head=head)
+    state = normalise_keys(read_state_dict(path), family.prefix)
+    if family.convert is not None:
+        state = family.convert(state, config, path)
+    log.info("%s: %s (%s)", path.name, name, architecture_of(raw_config))
     expected = model.state_dict().keys()
     missing = [k for k in expected if k not in state]
     if missing:
-        head_keys = ("pooler.", "classifier.")
-        if head and all(k.startswith(head_keys) for k in missing):
+        if head and all(k.startswith(family.head_keys) for k in missing):
             raise CheckpointError(
                 f"{path} has no classification head ({', '.join(missing[:3])} missing): it is a "
                 "bare encoder, not a cross-encoder"
@@ -112,23 +196,37 @@ def load_model(path: str | Path, head: bool = True) -> Bert:
     return model.eval()
 
 
+def load_generic(path: Path, config: dict[str, Any], trust_remote_code: bool) -> nn.Module:
+    if not fallback.transformers_installed():
+        raise CheckpointError(fallback.missing_extra_message(config, sorted(FAMILIES)))
+    try:
+        model = fallback.load_fallback(path, config, trust_remote_code)
+    except (ValueError, OSError) as error:
+        raise CheckpointError(str(error)) from None
+    log.warning(
+        "%s: %s has no crossrank code; loaded through transformers (the generic, slower path)",
+        path.name,
+        model.config.architecture,
+    )
+    return model
+
+
 def save_model(model: Bert, path: str | Path) -> None:
     """Write ``config.json`` and ``model.safetensors`` in the layout ``transformers`` reads."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    family = next(name for name, (_, cls, _) in FAMILIES.items() if type(model) is cls)
-    _, _, prefix = FAMILIES[family]
+    family = next(f for f in FAMILIES.values() if type(model) is f.model)
     config = dict(vars(model.config))
     config.update(
-        model_type="xlm-roberta" if family == "roberta" else "bert",
-        architectures=[ARCHITECTURES[family]],
+        model_type=family.model_type,
+        architectures=[family.architecture],
         id2label={str(i): f"LABEL_{i}" for i in range(model.config.num_labels)},
     )
     config.pop("num_labels")
     (path / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     # transformers keeps the head at the top level and the encoder under the prefix
     state = {
-        (k if k.startswith("classifier.") else f"{prefix}.{k}"): v.detach().contiguous()
+        (k if k.startswith(family.top_level) else f"{family.prefix}.{k}"): v.detach().contiguous()
         for k, v in model.state_dict().items()
     }
     save_file(state, path / "model.safetensors")

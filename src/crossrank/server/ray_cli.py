@@ -89,6 +89,7 @@ def serve_command_on_ray(
         graceful_shutdown_timeout_s=args.drain_timeout or ray_serve.GRACEFUL_SHUTDOWN_TIMEOUT_S,
         device=args.device,
         dtype=args.dtype,
+        trust_remote_code=args.trust_remote_code,
         max_length=args.max_length,
         long_documents=args.long_documents,
         max_batch_tokens=args.max_batch_tokens,

@@ -126,14 +126,15 @@ def init_model(base: str | Path) -> Bert:
     """The base checkpoint with a one-logit classification head (fresh if it has none)."""
     base = Path(base)
     raw = read_config(base)
-    config_cls, model_cls, prefix = FAMILIES[family_of(raw)]
-    config = config_cls.from_dict({**raw, "num_labels": 1})
-    model = model_cls(config, head=True)
+    family = FAMILIES[family_of(raw)]
+    config = family.config.from_dict({**raw, "num_labels": 1})
+    model = family.model(config, head=True)
     for name, module in model.named_modules():  # a new head gets BERT's own initialisation
-        if name.startswith(("pooler", "classifier")) and isinstance(module, torch.nn.Linear):
+        if f"{name}.".startswith(family.head_keys) and isinstance(module, torch.nn.Linear):
             torch.nn.init.normal_(module.weight, std=0.02)
-            torch.nn.init.zeros_(module.bias)
-    state = normalise_keys(read_state_dict(base), prefix)
+            if module.bias is not None:  # ModernBERT's head has none
+                torch.nn.init.zeros_(module.bias)
+    state = normalise_keys(read_state_dict(base), family.prefix)
     if CALIBRATION_KEY in raw and all(k in state for k in HEAD_KEYS):
         # ranking losses read score differences: a Platt scale of 0.36 would flatten every
         # list and spend the first steps relearning the scale, so continue from raw logits
@@ -142,7 +143,7 @@ def init_model(base: str | Path) -> Bert:
     own = model.state_dict()
     usable = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
     missing = [k for k in own if k not in usable]
-    if any(not k.startswith(("pooler.", "classifier.")) for k in missing):
+    if any(not k.startswith(family.head_keys) for k in missing):
         raise CheckpointError(f"{base} is missing encoder weights: {', '.join(missing[:5])}")
     model.load_state_dict(usable, strict=False)
     if missing:
