@@ -1,10 +1,12 @@
-"""Each encoder family's fp32 path against sentence-transformers' CrossEncoder.
+"""Each encoder family's fp32 path against sentence-transformers' CrossEncoder, and the
+Qwen3 decoder reranker against a plain transformers loop over its prompt.
 
 For every family, a random-weight checkpoint of its real base shape is written by
 ``transformers`` itself (with the all-MiniLM-L6-v2 WordPiece tokenizer, so all families
 read the same tokens), and both systems score it on workload A of ``rerank_speed.py``
 (TREC DL19 queries x their 100 BM25 candidates), interleaved query by query, same
-threads, same process. Prints pairs/s, the ratio to sentence-transformers and the max
+threads, same process; the decoder (Qwen3-Reranker-0.6B's shape) scores the first
+query's first ``--decoder-documents`` candidates. Prints pairs/s, the ratio and the max
 |logit difference|; exits 1 when a ratio is under MIN_RATIO or the logits disagree.
 
     python benchmarks/family_speed.py [--families bert modernbert] [--queries 5] [--json OUT]
@@ -85,6 +87,21 @@ FAMILIES = {
         ),
     ),
 }
+# Qwen3-Reranker-0.6B's decoder (the vocabulary aside: the WordPiece one, with the chat
+# special tokens added), against a plain transformers loop over the model card's prompt
+DECODER_SHAPE = dict(
+    hidden_size=1024,
+    intermediate_size=3072,
+    num_hidden_layers=28,
+    num_attention_heads=16,
+    num_key_value_heads=8,
+    head_dim=128,
+    max_position_embeddings=40960,
+    rope_theta=1_000_000.0,
+    tie_word_embeddings=True,
+)
+DECODER = "qwen3-decoder"
+DECODER_BATCH = 16
 TOKENIZER_FILES = [
     "tokenizer.json",
     "tokenizer_config.json",
@@ -111,29 +128,93 @@ def write_checkpoint(family: str, folder: Path) -> Path:
     return folder / family
 
 
+def write_decoder_checkpoint(folder: Path) -> Path:
+    import transformers
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(all_minilm_l6_v2_path() / "tokenizer.json"))
+    tokenizer.add_special_tokens(["<|im_start|>", "<|im_end|>"])
+    config = transformers.Qwen3Config(vocab_size=tokenizer.get_vocab_size(), **DECODER_SHAPE)
+    torch.manual_seed(0)
+    model = transformers.Qwen3ForCausalLM(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0, 0.03)
+    model.save_pretrained(folder / DECODER)
+    tokenizer.save(str(folder / DECODER / "tokenizer.json"))
+    return folder / DECODER
+
+
+def transformers_template_scorer(path: Path):
+    """The model card's loop: the whole prompt as text, left-padded batches in input
+    order, logit("yes") - logit("no") at the last position (what crossrank returns raw)."""
+    import transformers
+    from tokenizers import Tokenizer
+
+    from crossrank.models.qwen3 import PROMPT
+
+    model = transformers.Qwen3ForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+    yes, no = tokenizer.token_to_id("yes"), tokenizer.token_to_id("no")
+
+    def text(query, document):
+        before = PROMPT.text_before_query(None)
+        return f"{before} {query}{PROMPT.before_document} {document}{PROMPT.after_document}"
+
+    @torch.inference_mode()
+    def score(query, documents):
+        out = []
+        for start in range(0, len(documents), DECODER_BATCH):
+            chunk = documents[start : start + DECODER_BATCH]
+            rows = [tokenizer.encode(text(query, d), add_special_tokens=False).ids for d in chunk]
+            longest = max(map(len, rows))
+            ids = torch.tensor([[0] * (longest - len(r)) + r for r in rows])
+            mask = torch.tensor([[0] * (longest - len(r)) + [1] * len(r) for r in rows])
+            last = model(input_ids=ids, attention_mask=mask, logits_to_keep=1).logits[:, -1]
+            out.extend((last[:, yes] - last[:, no]).tolist())
+        return np.asarray(out)
+
+    return score
+
+
 def measure(family: str, path: Path, calls, repeats: int) -> dict:
+    baseline = "transformers loop" if family == DECODER else "sentence-transformers"
     systems = {
-        "sentence-transformers": sentence_transformers_scorer(path, "cpu"),
+        baseline: (
+            transformers_template_scorer(path)
+            if family == DECODER
+            else sentence_transformers_scorer(path, "cpu")
+        ),
         "crossrank fp32": crossrank_scorer(path, "cpu", "float32"),
     }
     diff = max(
-        float(
-            np.abs(systems["crossrank fp32"](q, d) - systems["sentence-transformers"](q, d)).max()
-        )
+        float(np.abs(systems["crossrank fp32"](q, d) - systems[baseline](q, d)).max())
         for q, d in calls
     )
     timings = time_systems(systems, calls, repeats, family)
-    ratio = (
-        timings["crossrank fp32"]["pairs_per_s"] / timings["sentence-transformers"]["pairs_per_s"]
-    )
-    return {"family": family, "max_logit_diff": diff, "ratio": ratio, **timings}
+    ratio = timings["crossrank fp32"]["pairs_per_s"] / timings[baseline]["pairs_per_s"]
+    return {
+        "family": family,
+        "baseline": baseline,
+        "max_logit_diff": diff,
+        "ratio": ratio,
+        **timings,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--families", nargs="+", choices=list(FAMILIES), default=list(FAMILIES))
+    choices = [*FAMILIES, DECODER]
+    parser.add_argument("--families", nargs="+", choices=choices, default=choices)
+    parser.add_argument(
+        "--decoder-documents",
+        type=int,
+        default=30,
+        help="candidates of the first query the decoder scores (it is ~20x the work per pair)",
+    )
     parser.add_argument("--data", help="folder holding trec-dl19/ (default: ../shared/data)")
     parser.add_argument("--queries", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
@@ -147,13 +228,16 @@ def main() -> None:
     results, broken = [], []
     with tempfile.TemporaryDirectory() as folder:
         for family in args.families:
-            r = measure(family, write_checkpoint(family, Path(folder)), calls, args.repeats)
+            if family == DECODER:
+                path = write_decoder_checkpoint(Path(folder))
+                decoder_calls = [(calls[0][0], calls[0][1][: args.decoder_documents])]
+                r = measure(family, path, decoder_calls, args.repeats)
+            else:
+                r = measure(family, write_checkpoint(family, Path(folder)), calls, args.repeats)
             results.append(r)
-            theirs, ours = (
-                r[s]["pairs_per_s"] for s in ("sentence-transformers", "crossrank fp32")
-            )
+            theirs, ours = (r[s]["pairs_per_s"] for s in (r["baseline"], "crossrank fp32"))
             print(
-                f"{family:<12} sentence-transformers {theirs:7.1f} pairs/s  crossrank fp32 "
+                f"{family:<14} {r['baseline']} {theirs:7.1f} pairs/s  crossrank fp32 "
                 f"{ours:7.1f} pairs/s  ratio {r['ratio']:.2f}x  "
                 f"max |logit diff| {r['max_logit_diff']:.1e}",
                 flush=True,

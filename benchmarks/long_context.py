@@ -229,8 +229,9 @@ def plot(results: list[dict], path: str, device: str = "CPU", family: str = "Jin
     for impl in sorted({r["impl"] for r in results}):
         rows = [r for r in results if r["impl"] == impl and "error" not in r]
         lengths = [r["length"] for r in rows]
-        left.plot(lengths, [r["seconds"] for r in rows], marker="o", label=impl)
-        right.plot(lengths, [r["peak_rss_mb"] / 1024 for r in rows], marker="o", label=impl)
+        label = "transformers (eager)" if impl == "eager" and family == "ModernBERT" else impl
+        left.plot(lengths, [r["seconds"] for r in rows], marker="o", label=label)
+        right.plot(lengths, [r["peak_rss_mb"] / 1024 for r in rows], marker="o", label=label)
     memory = "peak GPU memory (GB)" if device == "CUDA" else "peak RSS (GB)"
     for axis, label in ((left, "seconds per pair"), (right, memory)):
         axis.set_xlabel("pair length (tokens)")

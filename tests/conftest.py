@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tokenizers import Tokenizer
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from tokenizers.processors import RobertaProcessing
 
 from crossrank.engine.hub import all_minilm_l6_v2_path
@@ -66,6 +66,55 @@ def make_checkpoint(folder: Path, family: str = "bert", seed: int = 0, **overrid
         tokenizer.post_processor = RobertaProcessing(("[SEP]", 102), ("[CLS]", 101))
     tokenizer.save(str(folder / "tokenizer.json"))
     return folder
+
+
+# Qwen3-Reranker-0.6B's layout (grouped queries: 2 query heads per key/value head, a head
+# dimension wider than hidden / heads) at a small width
+QWEN3_SMALL = dict(
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    max_position_embeddings=2048,
+    rope_theta=10_000.0,
+    tie_word_embeddings=True,
+)
+
+
+def byte_level_tokenizer() -> Tokenizer:
+    """A byte-level BPE with Qwen's pre-tokenizer, its chat special tokens, "yes" and "no"
+    (no merges: each byte is a token, except the words and specials added)."""
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocabulary = {c: i for i, c in enumerate(sorted(alphabet))}
+    for word in ("yes", "no"):
+        vocabulary[word] = len(vocabulary)
+    tokenizer = Tokenizer(models.BPE(vocab=vocabulary, merges=[]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.add_special_tokens(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+    return tokenizer
+
+
+def make_qwen3_checkpoint(folder: Path, shape=None, std: float = 0.2, vocab: int = 300):
+    """A random Qwen3ForCausalLM (a Qwen3-Reranker's layout) with the tokenizer above;
+    (the transformers model, the tokenizer)."""
+    import transformers
+
+    shape = shape or QWEN3_SMALL
+    tokenizer = byte_level_tokenizer()
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(folder / "tokenizer.json"))
+    vocab = max(vocab, tokenizer.get_vocab_size())
+    config = transformers.Qwen3Config(vocab_size=vocab, **shape)
+    torch.manual_seed(0)
+    model = transformers.Qwen3ForCausalLM(config).eval()
+    with torch.no_grad():  # wider than the default init, so that a wrong operation shows
+        for p in model.parameters():
+            p.normal_(0, std) if p.dim() > 1 else None
+    model.save_pretrained(folder)
+    return model, tokenizer
 
 
 @pytest.fixture(scope="session")

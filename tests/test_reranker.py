@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from crossrank import Reranker, RerankResult
-from crossrank.reranker import sigmoid
+from crossrank.engine.conventions import sigmoid
 
 QUERY = "how do cross-encoders rank documents"
 DOCUMENTS = [

@@ -6,6 +6,7 @@ import argparse
 
 import torch
 
+from crossrank.engine.conventions import ACTIVATIONS
 from crossrank.engine.runtime import DTYPES, QUANTISED
 from crossrank.engine.tokenization import MIN_SELECTED_WINDOWS
 
@@ -18,8 +19,8 @@ def positive(text: str) -> int:
 
 
 def add_runtime_options(parser: argparse.ArgumentParser) -> None:
-    """--device, --dtype, --trust-remote-code and --threads, read by ``apply_threads`` and
-    ``Reranker(...)``."""
+    """--device, --dtype, --activation, --trust-remote-code and --threads, read by
+    ``apply_threads`` and ``Reranker(...)``."""
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: auto)")
     parser.add_argument(
         "--dtype",
@@ -30,12 +31,19 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
         "model's scores within 0.01 of float32, else float32; bfloat16 autocast on CUDA; "
         "the choice and its reason are logged at start-up; see docs/performance.md)",
     )
-    add_trust_option(parser)
+    add_model_options(parser)
     add_threads_option(parser)
 
 
-def add_trust_option(parser: argparse.ArgumentParser) -> None:
-    """--trust-remote-code, passed to ``Reranker(trust_remote_code=...)``."""
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """--activation and --trust-remote-code, passed to ``Reranker(...)``."""
+    parser.add_argument(
+        "--activation",
+        choices=list(ACTIVATIONS),
+        default=None,
+        help="logit -> score (default: the activation a sentence-transformers checkpoint "
+        "names, else sigmoid, so scores match CrossEncoder.predict)",
+    )
     parser.add_argument(
         "--trust-remote-code",
         action="store_true",

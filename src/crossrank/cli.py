@@ -58,13 +58,14 @@ def rerank_command(args: argparse.Namespace) -> None:
         device=args.device,
         dtype=args.dtype,
         trust_remote_code=args.trust_remote_code,
+        activation=args.activation,
         max_length=args.max_length,
         long_documents=args.long_documents,
         max_windows=args.max_windows,
     )
     print(f"crossrank: {reranker.precision}", file=sys.stderr)  # which path, and why
     documents = read_documents(args.documents)
-    results = reranker.rerank(args.query, documents, top_n=args.top_n)
+    results = reranker.rerank(args.query, documents, top_n=args.top_n, instruction=args.instruction)
     print(
         json.dumps(
             [
@@ -90,6 +91,12 @@ def add_rerank_parser(subparsers) -> None:
         help="checkpoint folder or hub id (default: the bundled model)",
     )
     parser.add_argument("--top-n", "-n", type=int, default=None)
+    parser.add_argument(
+        "--instruction",
+        default=None,
+        help="a decoder reranker's task instruction (Qwen3-Reranker's <Instruct>; default: "
+        "its web-search one)",
+    )
     add_long_document_options(parser)
     add_runtime_options(parser)
     parser.set_defaults(func=rerank_command)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crossrank.reranker import Reranker, sigmoid
+from crossrank.reranker import Reranker
 from crossrank.retrieval.documents import Document
 from crossrank.retrieval.store import Candidate, IndexStats, Store
 
@@ -92,7 +92,7 @@ class Pipeline:
         if self.reranker is not None and found:
             contents = [f"{c.title}\n{c.text}" if c.title else c.text for c in found]
             logits = self.reranker.score(query, contents, raw=True)
-            scores = [sigmoid(x) for x in logits]
+            scores = [self.reranker.activate(x) for x in logits]
             # order by logit: sigmoids of confident models saturate at 1.0 and would tie
             order = sorted(range(len(found)), key=lambda i: -logits[i])
         else:

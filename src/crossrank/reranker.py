@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -13,6 +12,7 @@ import numpy as np
 import torch
 
 from crossrank.engine.batching import collate, pack_by_tokens
+from crossrank.engine.conventions import ACTIVATIONS, read_conventions
 from crossrank.engine.hub import resolve_checkpoint
 from crossrank.engine.precision import Precision, choose_precision, probe_scores
 from crossrank.engine.runtime import autocast_context, pick_device, place_model
@@ -68,6 +68,7 @@ class Reranker:
     """A cross-encoder that scores how relevant each document is to a query."""
 
     precision: Precision | None = None  # the number format chosen at load, and why
+    activation: str = "sigmoid"  # logit -> score (engine/conventions.py)
 
     def __init__(
         self,
@@ -81,6 +82,7 @@ class Reranker:
         max_windows: int | None = None,
         max_batch_tokens: int = 8192,
         trust_remote_code: bool = False,
+        activation: str | None = None,
     ):
         """Load a reranker from a local folder or a Hugging Face Hub id.
 
@@ -96,19 +98,35 @@ class Reranker:
         also be given per call (``rerank(query, documents, long_documents="select",
         max_windows=2)``). An architecture without crossrank code loads through transformers
         when ``crossrank[transformers]`` is installed; ``trust_remote_code=True`` lets it run
-        code from the checkpoint's repository.
+        code from the checkpoint's repository. ``activation`` ("sigmoid", "identity" or
+        "tanh") turns logits into scores; by default the one a sentence-transformers
+        checkpoint names, else sigmoid (``engine/conventions.py``), so scores match
+        ``CrossEncoder.predict`` on the same folder.
         """
         path = default_model_path() if name_or_path is None else resolve_checkpoint(name_or_path)
         device = pick_device(device)
         model = load_model(path, trust_remote_code=trust_remote_code)
         limit = model.config.max_tokens
+        conventions = read_conventions(path)
+        activation = activation or conventions.activation
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"activation must be one of {', '.join(ACTIVATIONS)}, not {activation!r}"
+            )
+        if activation != "sigmoid":
+            log.info(
+                "%s: scores are %s(logit) (%s)",
+                path.name,
+                activation,
+                conventions.activation_source,
+            )
         if max_length is not None and max_length > limit:
             raise ValueError(f"max_length={max_length} exceeds the model's {limit} positions")
         if long_documents is None:
             long_documents = "truncate" if limit >= NATIVE_LONG_CONTEXT else "chunk"
         encoder = PairEncoder(
             load_tokenizer(path),
-            max_length=max_length or limit,
+            max_length=max_length or min(conventions.max_length or limit, limit),
             query_max_length=query_max_length,
             long_documents=long_documents,
             max_windows=max_windows,
@@ -122,6 +140,7 @@ class Reranker:
         model, autocast = place_model(model, device, precision.dtype)
         self._attach(model, encoder, path, device, max_batch_tokens, autocast)
         self.precision = precision
+        self.activation = activation
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path | None = None, **options) -> Reranker:
@@ -201,7 +220,8 @@ class Reranker:
         max_windows: int | None = None,
         instruction: str | None = None,
     ) -> list[float]:
-        """One score per document, in input order: sigmoid(logit), or the logit if ``raw``."""
+        """One score per document, in input order: ``activate(logit)`` (sigmoid unless the
+        checkpoint names another activation), or the logit if ``raw``."""
         documents = check_documents(documents)
         if not documents:
             return []
@@ -209,7 +229,11 @@ class Reranker:
             check_query(query), documents, long_documents, max_windows, instruction
         )
         logits = self.pool(self.logits(features), features, len(documents))
-        return [float(x) if raw else sigmoid(x) for x in logits]
+        return [float(x) if raw else self.activate(x) for x in logits]
+
+    def activate(self, logit: float) -> float:
+        """The score of a logit: the checkpoint's activation (sigmoid unless it says)."""
+        return ACTIVATIONS[self.activation](logit)
 
     def score_pairs(
         self,
@@ -222,7 +246,7 @@ class Reranker:
         """Scores for (query, document) pairs of different queries, batched together."""
         features = self.pair_features(pairs, long_documents, max_windows, instruction)
         logits = self.pool(self.logits(features), features, len(pairs))
-        return [float(x) if raw else sigmoid(x) for x in logits]
+        return [float(x) if raw else self.activate(x) for x in logits]
 
     def pair_features(
         self,
@@ -267,7 +291,3 @@ class Reranker:
                 logits = self.model(**inputs)
             out[batch] = logits[:, 0].float().cpu().numpy()
         return out
-
-
-def sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))

@@ -12,59 +12,22 @@ import torch
 import torch.nn.functional as F
 import transformers
 from test_mutations import use_layout
-from test_parity import WEIGHT_STD, assert_parity, padded_batch, spread_weights
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from test_parity import WEIGHT_STD, assert_parity, padded_batch
+from tokenizers import Tokenizer
 
+from conftest import QWEN3_SMALL as SMALL
+from conftest import make_qwen3_checkpoint
 from crossrank import Reranker
 from crossrank.models import load_model, save_model
 from crossrank.models import qwen3 as qwen3_module
 from crossrank.models.qwen3 import PROMPT
 
-# Qwen3-Reranker-0.6B's layout (grouped queries: 2 query heads per key/value head, a head
-# dimension wider than hidden / heads) at a small width
-SMALL = dict(
-    hidden_size=32,
-    intermediate_size=48,
-    num_hidden_layers=3,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    head_dim=16,
-    max_position_embeddings=2048,
-    rope_theta=10_000.0,
-    tie_word_embeddings=True,
-)
 LENGTHS = [5, 130, 1100, 60, 17]
-
-
-def byte_level_tokenizer() -> Tokenizer:
-    """A byte-level BPE with Qwen's pre-tokenizer, its chat special tokens, "yes" and "no"
-    (no merges: each byte is a token, except the words and specials added)."""
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    vocabulary = {c: i for i, c in enumerate(sorted(alphabet))}
-    for word in ("yes", "no"):
-        vocabulary[word] = len(vocabulary)
-    tokenizer = Tokenizer(models.BPE(vocab=vocabulary, merges=[]))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.add_special_tokens(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
-    return tokenizer
-
-
-def write_causal_lm(folder, shape=SMALL, std=WEIGHT_STD, vocab=300):
-    """A random Qwen3ForCausalLM with the tokenizer above; the model itself."""
-    tokenizer = byte_level_tokenizer()
-    folder.mkdir(parents=True, exist_ok=True)
-    tokenizer.save(str(folder / "tokenizer.json"))
-    vocab = max(vocab, tokenizer.get_vocab_size())
-    config = transformers.Qwen3Config(vocab_size=vocab, **shape)
-    model = spread_weights(transformers.Qwen3ForCausalLM(config).eval(), std)
-    model.save_pretrained(folder)
-    return model, tokenizer
 
 
 def qwen3_logits(folder, shape=SMALL, lengths=LENGTHS, std=WEIGHT_STD):
     """(crossrank's yes - no logits, transformers' from its lm_head) on a right-padded batch."""
-    reference, tokenizer = write_causal_lm(folder, shape, std)
+    reference, tokenizer = make_qwen3_checkpoint(folder, shape, std)
     ours = load_model(folder)
     ids, mask, types = padded_batch(lengths, vocab=reference.config.vocab_size, pad_id=0)
     yes, no = tokenizer.token_to_id("yes"), tokenizer.token_to_id("no")
@@ -109,7 +72,7 @@ def reference_p_yes(folder, query, document, instruction=None) -> float:
 
 
 def test_reranker_gives_the_model_cards_p_yes(tmp_path):
-    write_causal_lm(tmp_path)
+    make_qwen3_checkpoint(tmp_path)
     reranker = Reranker(tmp_path, dtype="float32")
     query = "what do cross-encoders read?"
     documents = ["A cross-encoder reads the query and the document together.", "yes " * 200, "no"]
@@ -204,3 +167,15 @@ def test_injected_bug_fails_the_parity_check(mutation, layout, tmp_path, monkeyp
     print(f"\nqwen3 {layout} {mutation}: max |diff| {(actual - expected).abs().max():.2e}")
     with pytest.raises(AssertionError, match="Tensor-likes are not close"):
         assert_parity(actual, expected)
+
+
+def test_sharded_checkpoint_loads(tmp_path):
+    """Qwen3-Reranker-4B and -8B come as model-0000N-of-0000M.safetensors shards."""
+    reference, tokenizer = make_qwen3_checkpoint(tmp_path / "whole")
+    reference.save_pretrained(tmp_path / "sharded", max_shard_size="40KB")
+    tokenizer.save(str(tmp_path / "sharded" / "tokenizer.json"))
+    assert len(list((tmp_path / "sharded").glob("model-*-of-*.safetensors"))) > 1
+    ids, mask, types = padded_batch([5, 40], vocab=300, pad_id=0)
+    whole, sharded = load_model(tmp_path / "whole"), load_model(tmp_path / "sharded")
+    with torch.no_grad():
+        torch.testing.assert_close(sharded(ids, mask, types), whole(ids, mask, types))

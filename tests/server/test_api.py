@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from crossrank import Reranker
-from crossrank.reranker import sigmoid
+from crossrank.engine.conventions import sigmoid
 from crossrank.server.service import NOT_BLANK_PATTERN
 
 from .conftest import running, texts

@@ -134,7 +134,9 @@ def rerank(handle, disconnected=stays) -> tuple[Ranked, dict]:
     async def run():
         answered: dict[str, str] = {}
         ANSWERED.set(answered)
-        return await RemoteService("m", handle, 512, "chunk").rerank(CALL, disconnected), answered
+        return await RemoteService("m", handle, 512, "chunk", False).rerank(
+            CALL, disconnected
+        ), answered
 
     return asyncio.run(run())
 

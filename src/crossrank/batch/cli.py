@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from crossrank.arguments import add_long_document_options, add_trust_option, positive
+from crossrank.arguments import add_long_document_options, add_model_options, positive
 
 log = logging.getLogger("crossrank.batch")
 PROGRESS_EVERY_S = 10.0
@@ -116,6 +116,7 @@ def batch_command(args: argparse.Namespace) -> None:
             max_windows=args.max_windows,
             dtype=args.dtype,
             trust_remote_code=args.trust_remote_code,
+            activation=args.activation,
         )
         start = time.monotonic()
         written = write_scores(scored, out)
@@ -180,5 +181,5 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--raw", action="store_true", help="write logits, not sigmoid scores")
     add_long_document_options(parser)
     parser.add_argument("--dtype", default=None)
-    add_trust_option(parser)
+    add_model_options(parser)
     parser.set_defaults(func=batch_command)

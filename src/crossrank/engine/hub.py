@@ -7,7 +7,11 @@ from pathlib import Path
 CHECKPOINT_FILES = [
     "config.json",
     "model.safetensors",
+    "model.safetensors.index.json",  # larger models (Qwen3-Reranker-4B/8B) come in shards
+    "model-*-of-*.safetensors",
     "pytorch_model.bin",
+    "config_sentence_transformers.json",  # the activation and length (engine/conventions.py)
+    "sentence_bert_config.json",
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",

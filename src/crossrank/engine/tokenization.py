@@ -79,6 +79,10 @@ class PairTemplate:
         )
 
 
+class InputTooLong(ValueError):
+    """A query (and instruction) that leaves no tokens for the document."""
+
+
 @dataclass(frozen=True, slots=True)
 class PairPrompt:
     """A decoder reranker's text around the pair: ``before_query`` (with the instruction
@@ -213,10 +217,12 @@ class PairEncoder:
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()
 
+    def text(self, text: str) -> str:
+        """A query or document as it is tokenised: after a space in a prompt (PairPrompt)."""
+        return text if self.prompt is None else " " + text
+
     def encode_query(self, query: str) -> Encoding:
-        if self.prompt is not None:
-            query = " " + query
-        encoding = self.tokenizer.encode(query, add_special_tokens=False)
+        encoding = self.tokenizer.encode(self.text(query), add_special_tokens=False)
         if len(encoding) > self.query_max_length:
             log.warning(
                 "query of %d tokens capped at query_max_length=%d",
@@ -249,6 +255,16 @@ class PairEncoder:
             document_type=pair.type_ids[first],
         )
 
+    def document_budget(self, template: PairTemplate) -> int:
+        """Document tokens that fit beside the template (the query and any prompt)."""
+        budget = self.max_length - len(template.prefix_ids) - len(template.suffix_ids)
+        if budget < 1:
+            raise InputTooLong(
+                f"the query and instruction leave no room for the document in "
+                f"max_length={self.max_length} tokens"
+            )
+        return budget
+
     def prompt_template(self, query: str, instruction: str | None) -> PairTemplate:
         """The prompt's text before the document tokenised as one string, so that the
         query's tokens are the ones the whole prompt gives; the types are all 0."""
@@ -267,7 +283,7 @@ class PairEncoder:
         with self._cache_lock:
             cached = {d: self._cache[d] for d in documents if d in self._cache}
         new = [d for d in dict.fromkeys(documents) if d not in cached]
-        texts = new if self.prompt is None else [" " + d for d in new]  # see PairPrompt
+        texts = [self.text(d) for d in new]
         for text, encoding in zip(
             new, self.tokenizer.encode_batch(texts, add_special_tokens=False), strict=True
         ):
@@ -307,12 +323,7 @@ class PairEncoder:
         keep = check_max_windows(max_windows)
         query_encoding = self.encode_query(query)
         template = self.template(query, query_encoding, instruction)
-        budget = self.max_length - len(template.prefix_ids) - len(template.suffix_ids)
-        if budget < 1:
-            raise ValueError(
-                f"the query and instruction leave no room for the document in "
-                f"max_length={self.max_length} tokens"
-            )
+        budget = self.document_budget(template)
         features = []
         for index, ids in enumerate(self.document_ids(documents)):
             for start in self.chosen_windows(query_encoding.ids, ids, budget, mode, keep):

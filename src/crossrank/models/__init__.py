@@ -140,6 +140,12 @@ def read_config(path: Path) -> dict[str, Any]:
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if (path / "model.safetensors").is_file():
         return load_file(path / "model.safetensors")
+    if (path / "model.safetensors.index.json").is_file():  # shards, as save_pretrained writes
+        index = json.loads((path / "model.safetensors.index.json").read_text())
+        state = {}
+        for shard in sorted(set(index["weight_map"].values())):
+            state.update(load_file(path / shard))
+        return state
     if (path / "pytorch_model.bin").is_file():
         return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
     raise CheckpointError(f"{path} has neither model.safetensors nor pytorch_model.bin")

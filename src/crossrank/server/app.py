@@ -255,6 +255,8 @@ def add_rerank_routes(app: FastAPI, served: ServedModels) -> None:
         service = chosen.service
         ranked = await service.rerank(dialect.to_call(body), lambda: wait_for_disconnect(request))
         ignored = body.ignored_fields()
+        if getattr(body, "instruction", None) is not None and not service.reads_instruction:
+            ignored.append("instruction")  # a cross-encoder has no prompt to put it in
         if chosen.unserved_name is not None:  # the lone model answered another name
             ignored = ["model", *ignored]
             ranked.warnings.append(chosen.warning())

@@ -12,17 +12,17 @@ from crossrank.server.schemas import (
     NOT_BLANK,
     QUERY_DESCRIPTION,
     DocumentText,
+    InstructedRequest,
     Integer,
     Meta,
     PositiveInt,
     Text,
-    TolerantRequest,
     cohere_meta,
 )
 from crossrank.server.service import REQUEST_ID, Ranked, RerankCall
 
 
-class CohereV2RerankRequest(TolerantRequest):
+class CohereV2RerankRequest(InstructedRequest):
     """Cohere v2's fields; others are accepted and reported as ignored."""
 
     UNUSED: ClassVar[tuple[str, ...]] = ("priority",)
@@ -55,7 +55,9 @@ class CohereV2RerankResponse(BaseModel):
 
 
 def to_call(body: CohereV2RerankRequest) -> RerankCall:
-    options = EncodeOptions(max_tokens_per_doc=body.max_tokens_per_doc)
+    options = EncodeOptions(
+        max_tokens_per_doc=body.max_tokens_per_doc, instruction=body.instruction
+    )
     return RerankCall(body.query, body.documents, body.top_n, options)
 
 

@@ -29,6 +29,7 @@ class EncodeOptions:
     max_tokens_per_doc: int | None = None
     max_chunks_per_doc: int | None = None
     truncation_direction: Literal["right", "left"] = "right"  # which end a cut keeps out
+    instruction: str | None = None  # a decoder reranker's task instruction (PairPrompt)
 
 
 @dataclass(slots=True)
@@ -85,14 +86,18 @@ def encode_group(
     """Append the model inputs of one query's documents (at ``indices``) to ``result``."""
     tokenizer = encoder.tokenizer
     # PairEncoder.encode_query, without its log line: the response reports the cap instead.
-    query_encoding = tokenizer.encode(query, add_special_tokens=False)
+    query_encoding = tokenizer.encode(encoder.text(query), add_special_tokens=False)
     result.query_tokens = max(result.query_tokens, len(query_encoding))
     if len(query_encoding) > encoder.query_max_length:
         result.query_capped = True
         query_encoding.truncate(encoder.query_max_length)
-    budget = encoder.max_length - encoder.num_special - len(query_encoding)
+    # an instruction reaches decoder rerankers only (the service reports it ignored)
+    instruction = options.instruction if encoder.prompt is not None else None
+    template = encoder.template(query, query_encoding, instruction)
+    budget = encoder.document_budget(template)
     mode = options.long_documents or encoder.long_documents
-    encodings = tokenizer.encode_batch(documents, add_special_tokens=False)
+    texts = [encoder.text(d) for d in documents]
+    encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
     for index, document in zip(indices, encodings, strict=True):
         cut = False
         if options.max_tokens_per_doc is not None and len(document) > options.max_tokens_per_doc:
@@ -112,9 +117,7 @@ def encode_group(
             cut = True
         if cut:
             result.truncated.append(index)
-        for window in windows:
-            pair = tokenizer.post_process(query_encoding, window)
-            result.features.append(PairFeatures(pair.ids, pair.type_ids, index))
+        result.features.extend(template.pair(window.ids, index) for window in windows)
 
 
 def windows_of(

@@ -13,16 +13,16 @@ from crossrank.server.schemas import (
     MODEL_DESCRIPTION,
     NOT_BLANK,
     QUERY_DESCRIPTION,
+    InstructedRequest,
     Meta,
     PositiveInt,
     Text,
-    TolerantRequest,
     cohere_meta,
 )
 from crossrank.server.service import REQUEST_ID, ApiError, Ranked, RerankCall
 
 
-class JinaRerankRequest(TolerantRequest):
+class JinaRerankRequest(InstructedRequest):
     """Jina's fields and Cohere v1's; others are accepted and reported as ignored."""
 
     model: Text | None = Field(None, description=MODEL_DESCRIPTION)
@@ -81,7 +81,9 @@ class JinaRerankResponse(BaseModel):
 def to_call(body: JinaRerankRequest) -> RerankCall:
     texts = [document_text(d, i, body.rank_fields) for i, d in enumerate(body.documents)]
     options = EncodeOptions(
-        max_tokens_per_doc=body.max_tokens_per_doc, max_chunks_per_doc=body.max_chunks_per_doc
+        max_tokens_per_doc=body.max_tokens_per_doc,
+        max_chunks_per_doc=body.max_chunks_per_doc,
+        instruction=body.instruction,
     )
     return RerankCall(body.query, texts, body.top_n, options)
 

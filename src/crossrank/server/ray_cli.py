@@ -90,6 +90,7 @@ def serve_command_on_ray(
         device=args.device,
         dtype=args.dtype,
         trust_remote_code=args.trust_remote_code,
+        activation=args.activation,
         max_length=args.max_length,
         long_documents=args.long_documents,
         max_batch_tokens=args.max_batch_tokens,

@@ -93,7 +93,7 @@ GRACEFUL_SHUTDOWN_TIMEOUT_S = 60.0
 
 ModelSpecs = Sequence[tuple[str, str | None]]
 # What a front needs to know of each model without loading it: (max_length, long_documents).
-ModelShapes = dict[str, tuple[int, str]]
+ModelShapes = dict[str, tuple[int, str, bool]]  # max_length, long_documents, reads_instruction
 
 # Per HTTP request: who answered it, filled in by the RemoteService for ReplicaHeaders.
 ANSWERED: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("answered")
@@ -136,7 +136,8 @@ class RerankModel:
         log.info("model replica %s (pid %d) loaded %s", self.replica, os.getpid(), list(rerankers))
 
     def shapes(self) -> ModelShapes:
-        return {name: (s.max_length, s.long_documents) for name, s in self.served.services.items()}
+        services = self.served.services.items()
+        return {name: (s.max_length, s.long_documents, s.reads_instruction) for name, s in services}
 
     async def rerank(
         self, model: str, call: RerankCall, request_id: str = "-"
@@ -207,11 +208,19 @@ class RemoteService:
 
     watchdog = None  # each model replica's own reports to Serve's health checks
 
-    def __init__(self, name: str, handle: DeploymentHandle, max_length: int, long_documents: str):
+    def __init__(
+        self,
+        name: str,
+        handle: DeploymentHandle,
+        max_length: int,
+        long_documents: str,
+        reads_instruction: bool,
+    ):
         self.name = name
         self.handle = handle
         self.max_length = max_length
         self.long_documents = long_documents
+        self.reads_instruction = reads_instruction
 
     async def rerank(self, call: RerankCall, disconnected: Callable[[], Awaitable[None]]) -> Ranked:
         answered = ANSWERED.get({})

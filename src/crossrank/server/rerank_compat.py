@@ -13,20 +13,21 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
+from crossrank.server.encoding import EncodeOptions
 from crossrank.server.jina import as_object, document_text
 from crossrank.server.schemas import (
     MODEL_DESCRIPTION,
     NOT_BLANK,
     QUERY_DESCRIPTION,
+    InstructedRequest,
     Integer,
     PositiveInt,
     Text,
-    TolerantRequest,
 )
 from crossrank.server.service import REQUEST_ID, Ranked, RerankCall
 
 
-class CompatRerankRequest(TolerantRequest, json_schema_extra={"not": {"required": ["texts"]}}):
+class CompatRerankRequest(InstructedRequest, json_schema_extra={"not": {"required": ["texts"]}}):
     """vLLM's, Infinity's and Together's rerank fields; others are reported as ignored."""
 
     # vLLM fields that would change how inputs are cut or queued; not used here.
@@ -75,7 +76,7 @@ class CompatRerankResponse(BaseModel):
 
 def to_call(body: CompatRerankRequest) -> RerankCall:
     texts = [document_text(d, i, body.rank_fields) for i, d in enumerate(body.documents)]
-    return RerankCall(body.query, texts, body.top_n)
+    return RerankCall(body.query, texts, body.top_n, EncodeOptions(instruction=body.instruction))
 
 
 def reply(

@@ -71,6 +71,19 @@ class TolerantRequest(BaseModel):
         return unused + list(self.model_extra or {})
 
 
+class InstructedRequest(TolerantRequest):
+    """A rerank request that may carry a decoder reranker's task instruction."""
+
+    instruction: Text | None = Field(
+        None,
+        description=(
+            "crossrank: the task instruction of a decoder reranker's prompt (Qwen3-Reranker's "
+            "<Instruct>; default: its web-search one). Ignored, with a warning, by "
+            "cross-encoders, which have no prompt."
+        ),
+    )
+
+
 def shown_names(names: list[str]) -> str:
     """Field names for a header or a warning: percent-encoded, so that any JSON key (a
     comma, a newline, a lone surrogate) stays one plain ASCII token; at most 20, each cut

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from crossrank.reranker import Reranker, sigmoid
+from crossrank.engine.tokenization import InputTooLong
+from crossrank.reranker import Reranker
 from crossrank.server.admission import TokenBudget, prior_tokens_per_second
 from crossrank.server.batcher import Batcher, BatchStats, Job, ShuttingDown, glibc_malloc_trim
 from crossrank.server.encoding import Encoded, EncodeOptions, encode_pairs, encode_request
@@ -217,6 +218,11 @@ class Service:
             503, "model_unhealthy", reason + "; retry later", headers={"Retry-After": str(retry)}
         )
 
+    @property
+    def reads_instruction(self) -> bool:
+        """Whether the model has a prompt for an instruction (decoder rerankers)."""
+        return self.reranker.encoder.prompt is not None
+
     async def rerank(self, call: RerankCall, disconnected: Callable[[], Awaitable[None]]) -> Ranked:
         """Score the call's documents; ``disconnected()`` returns once the client has left
         (its queued inputs are then dropped and ``ClientGone`` raised)."""
@@ -272,19 +278,24 @@ class Service:
         # Tokenizing a thousand documents takes long enough to stall every other client,
         # so it runs in a worker thread (the tokenizer releases the GIL).
         encoder = self.reranker.encoder
-        if call.queries is None:
-            encoded = await asyncio.to_thread(
-                encode_request, encoder, call.query, call.documents, call.options
-            )
-        else:
-            encoded = await asyncio.to_thread(
-                encode_pairs, encoder, call.queries, call.documents, call.options
-            )
+        try:
+            if call.queries is None:
+                encoded = await asyncio.to_thread(
+                    encode_request, encoder, call.query, call.documents, call.options
+                )
+            else:
+                encoded = await asyncio.to_thread(
+                    encode_pairs, encoder, call.queries, call.documents, call.options
+                )
+        except InputTooLong as error:
+            raise ApiError(
+                413, "input_too_long", str(error), field="instruction", limit=encoder.max_length
+            ) from None
         self._refuse_beyond_limits(call, encoded)
         logits = await self._infer(encoded, disconnected)
         pooled = Reranker.pool(logits, encoded.features, len(call.documents))
         raw = [float(x) for x in pooled]
-        scores = [sigmoid(x) for x in raw]
+        scores = [self.reranker.activate(x) for x in raw]
         # Reranker.rerank's order: by score, ties in input order; top_n past the end is all.
         order = sorted(range(len(scores)), key=lambda i: -scores[i])[: call.top_n]
         warnings = self._truncation_warnings(encoded)

@@ -11,13 +11,13 @@ from crossrank.server.schemas import (
     MODEL_DESCRIPTION,
     NOT_BLANK,
     QUERY_DESCRIPTION,
+    InstructedRequest,
     Text,
-    TolerantRequest,
 )
 from crossrank.server.service import Ranked, RerankCall
 
 
-class TeiRerankRequest(TolerantRequest, json_schema_extra={"not": {"required": ["documents"]}}):
+class TeiRerankRequest(InstructedRequest, json_schema_extra={"not": {"required": ["documents"]}}):
     """TEI's fields; others are accepted and reported as ignored (as TEI ignores them)."""
 
     model: Text | None = Field(None, description=MODEL_DESCRIPTION)
@@ -47,6 +47,7 @@ def to_call(body: TeiRerankRequest) -> RerankCall:
     options = EncodeOptions(
         long_documents="truncate" if body.truncate else None,
         truncation_direction="left" if body.truncation_direction == "Left" else "right",
+        instruction=body.instruction,
     )
     return RerankCall(
         body.query,
