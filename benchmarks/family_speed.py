@@ -156,6 +156,8 @@ def transformers_template_scorer(path: Path):
 
     model = transformers.Qwen3ForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+    tokenizer.no_truncation()  # all-MiniLM-L6-v2's tokenizer.json cuts at 128 tokens
+    tokenizer.no_padding()
     yes, no = tokenizer.token_to_id("yes"), tokenizer.token_to_id("no")
 
     def text(query, document):

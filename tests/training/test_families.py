@@ -78,3 +78,13 @@ def test_train_from_each_family_saves_what_transformers_reads(family, toy_data, 
         expected = theirs(**inputs).logits[:, 0]
         got = ours(**inputs)[:, 0]
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
+def test_a_decoder_reranker_is_refused_in_one_line(tmp_path):
+    from conftest import make_qwen3_checkpoint
+    from crossrank.models import CheckpointError
+    from crossrank.training.train import init_model
+
+    make_qwen3_checkpoint(tmp_path)
+    with pytest.raises(CheckpointError, match=r"fine-tunes .*modernbert.* checkpoints, not qwen3"):
+        init_model(tmp_path)

@@ -45,6 +45,7 @@ class Family:
     top_level: tuple[str, ...] = ("classifier.",)  # saved without the prefix
     # (state, config, folder) -> state, for checkpoints whose head takes reshaping
     convert: Callable[[dict, Any, Path], dict] | None = None
+    trainable: bool = True  # by crossrank train (the encoders: no prompt in its inputs)
 
 
 FAMILIES: dict[str, Family] = {
@@ -94,6 +95,7 @@ FAMILIES: dict[str, Family] = {
         head_keys=("score.",),
         top_level=("score.", "lm_head."),
         convert=yes_minus_no,
+        trainable=False,
     ),
 }
 # config.json's model_type -> family, for the types that need no closer look

@@ -45,16 +45,22 @@ class BertConfig:
 
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> BertConfig:
-        names = {f.name for f in fields(cls)}
-        values = {k: v for k, v in config.items() if k in names}
-        if "num_labels" not in config and "id2label" in config:
-            values["num_labels"] = len(config["id2label"])
-        return cls(**values)
+        return cls(**config_values(cls, config))
 
     @property
     def max_tokens(self) -> int:
         """Longest input the position scheme allows."""
         return self.max_position_embeddings
+
+
+def config_values(cls: type, config: dict[str, Any]) -> dict[str, Any]:
+    """The entries of a config.json that the config dataclass ``cls`` has fields for, with
+    ``num_labels`` counted from ``id2label`` when only that is given (transformers' way)."""
+    names = {f.name for f in fields(cls)}
+    values = {k: v for k, v in config.items() if k in names}
+    if "num_labels" not in config and "id2label" in config:
+        values["num_labels"] = len(config["id2label"])
+    return values
 
 
 class BertEmbeddings(nn.Module):

@@ -12,14 +12,14 @@ the encoder sits under ``model.`` in checkpoints, the head and classifier at the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from crossrank.models.attention import TokenLayout, padding_bias, sdpa
-from crossrank.models.bert import ACTIVATIONS
+from crossrank.models.bert import ACTIVATIONS, config_values
 
 # Queries per block of local attention: a block's scores span block x (block + window)
 # keys per head, never length x length.
@@ -77,11 +77,7 @@ class ModernBertConfig:
                         f"unsupported rope_type {rope['rope_type']!r} for {layer_type}"
                     )
                 config[name] = rope["rope_theta"]
-        names = {f.name for f in fields(cls)}
-        values = {k: v for k, v in config.items() if k in names}
-        if "num_labels" not in config and "id2label" in config:
-            values["num_labels"] = len(config["id2label"])
-        return cls(**values)
+        return cls(**config_values(cls, config))
 
     @property
     def max_tokens(self) -> int:

@@ -19,7 +19,7 @@ real token.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from crossrank.engine.tokenization import PairPrompt
 from crossrank.models.attention import TokenLayout
+from crossrank.models.bert import config_values
 from crossrank.models.modernbert import rotary, rotate
 
 # The model card's prompt; its example code reads 8,192 tokens at most.
@@ -79,10 +80,8 @@ class Qwen3Config:
             config["rope_theta"] = rope["rope_theta"]
         if config.get("pad_token_id") is None:
             config.pop("pad_token_id", None)
-        names = {f.name for f in fields(cls)}
-        values = {k: v for k, v in config.items() if k in names}
-        values["num_labels"] = 1  # one logit: yes - no, or the conversion's one score row
-        return cls(**values)
+        # one logit: yes - no, or the conversion's one score row
+        return cls(**{**config_values(cls, config), "num_labels": 1})
 
     @property
     def max_tokens(self) -> int:

@@ -126,7 +126,11 @@ def init_model(base: str | Path) -> Bert:
     """The base checkpoint with a one-logit classification head (fresh if it has none)."""
     base = Path(base)
     raw = read_config(base)
-    family = FAMILIES[family_of(raw)]
+    name = family_of(raw)
+    family = FAMILIES[name]
+    if not family.trainable:
+        trainable = ", ".join(n for n, f in FAMILIES.items() if f.trainable)
+        raise CheckpointError(f"crossrank train fine-tunes {trainable} checkpoints, not {name}")
     config = family.config.from_dict({**raw, "num_labels": 1})
     model = family.model(config, head=True)
     for name, module in model.named_modules():  # a new head gets BERT's own initialisation
