@@ -54,7 +54,7 @@ def pair_windows(reranker: Reranker, query: str, document: str):
     encoder = reranker.encoder
     query_encoding = encoder.encode_query(query)
     template = encoder.template(query, query_encoding)
-    budget = encoder.max_length - encoder.num_special - len(query_encoding)
+    budget = encoder.document_budget(template)
     [ids] = encoder.document_ids([document])
     overlap = encoder.window_overlap(budget)
     starts = list(window_starts(len(ids), budget, overlap))
