@@ -93,7 +93,7 @@ FAMILIES: dict[str, Family] = {
         "qwen3",
         "Qwen3ForSequenceClassification",
         head_keys=("score.",),
-        top_level=("score.", "lm_head."),
+        top_level=("score.",),
         convert=yes_minus_no,
         trainable=False,
     ),
