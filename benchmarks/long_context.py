@@ -86,11 +86,24 @@ def timed_call(call, device: str) -> tuple:
     return result, time.perf_counter() - start, time.process_time() - cpu
 
 
+def peak_rss_mb() -> float:
+    """This process's own peak RSS: Linux's VmHWM, since ru_maxrss keeps the peak of the
+    parent it was forked from (a parent holding a model made every child read its size)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def peak_memory_mb(device: str) -> float:
     """The process's peak RSS on CPU; the peak GPU memory allocated on a GPU."""
     if device == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak_rss_mb()
 
 
 def jinabert_forward(impl: str, ids: torch.Tensor, device: str):
@@ -156,7 +169,7 @@ def measure(family: str, impl: str, length: int, threads: int, device: str, fold
         forward = jinabert_forward(impl, ids, device)
     else:
         forward = modernbert_forward(impl, ids, device, folder)
-    loaded_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    loaded_rss = peak_rss_mb()
     with torch.inference_mode(), torch.autocast(device, torch.bfloat16, enabled=device == "cuda"):
         hidden, seconds, _ = timed_call(forward, device)
     peak_rss = peak_memory_mb(device)
