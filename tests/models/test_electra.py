@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 import transformers
 from test_deberta import spread_biases
-from test_mutations import use_layout
+from test_mutations import assert_parity_fails, use_layout
 from test_parity import SMALL, WEIGHT_STD, assert_parity, padded_batch, spread_weights
 from tokenizers import Tokenizer
 
@@ -127,7 +127,4 @@ MUTATIONS: dict[str, Callable] = {
 def test_injected_bug_fails_the_parity_check(mutation, layout, tmp_path, monkeypatch):
     use_layout(layout, monkeypatch)
     MUTATIONS[mutation](monkeypatch)
-    actual, expected = electra_logits(tmp_path)
-    print(f"\nelectra {layout} {mutation}: max |diff| {(actual - expected).abs().max():.2e}")
-    with pytest.raises(AssertionError, match="Tensor-likes are not close"):
-        assert_parity(actual, expected)
+    assert_parity_fails(f"electra {layout} {mutation}", *electra_logits(tmp_path))

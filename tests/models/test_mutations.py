@@ -77,6 +77,13 @@ CASES = [
 ]
 
 
+def assert_parity_fails(label: str, actual: torch.Tensor, expected: torch.Tensor) -> None:
+    """The parity check must reject logits computed with an injected bug."""
+    print(f"\n{label}: max |diff| {(actual - expected).abs().max():.2e}")
+    with pytest.raises(AssertionError, match="Tensor-likes are not close"):
+        assert_parity(actual, expected)
+
+
 def use_layout(layout: str, monkeypatch) -> None:
     if layout == "padded":  # the CUDA layout, here on the CPU
         monkeypatch.setattr(attention_module, "PER_ROW_DEVICES", ())
@@ -93,7 +100,4 @@ def test_unchanged_code_passes(model, layout, tmp_path, monkeypatch):
 def test_injected_bug_fails_the_parity_check(model, mutation, layout, tmp_path, monkeypatch):
     use_layout(layout, monkeypatch)
     MUTATIONS[mutation](monkeypatch)
-    actual, expected = MODELS[model](tmp_path)
-    print(f"\n{model} {layout} {mutation}: max |diff| {(actual - expected).abs().max():.2e}")
-    with pytest.raises(AssertionError, match="Tensor-likes are not close"):
-        assert_parity(actual, expected)
+    assert_parity_fails(f"{model} {layout} {mutation}", *MODELS[model](tmp_path))

@@ -28,7 +28,6 @@ DEFAULT_MAX_TOKENS = 512
 class FallbackConfig:
     """What crossrank reads from a config it has no dataclass for."""
 
-    model_type: str
     architecture: str
     max_tokens: int
     pad_token_id: int
@@ -87,7 +86,6 @@ def load_fallback(path: Path, config: dict[str, Any], trust_remote_code: bool) -
     )
     hf_config = model.config
     ours = FallbackConfig(
-        model_type=hf_config.model_type,
         architecture=architecture_of(config),
         max_tokens=getattr(hf_config, "max_position_embeddings", None) or DEFAULT_MAX_TOKENS,
         pad_token_id=hf_config.pad_token_id or 0,
